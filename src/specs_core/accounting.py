@@ -1,0 +1,124 @@
+"""Wall time per phase and tokens per model, measured while a policy runs.
+
+Phases may overlap (SPECS scores with the target and the reward model concurrently); each phase
+reports its own wall time, and ``overhead`` is the part of the total covered by no phase.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from specs_core.errors import InvalidInputError
+from specs_core.types import PHASES, Completion, TokenLogprobs, TokenUsage, Usage
+
+__all__ = ["Accountant"]
+
+_TIMED_PHASES = tuple(p for p in PHASES if p != "overhead")
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    covered = 0.0
+    end = float("-inf")
+    for lo, hi in sorted(intervals):
+        if hi <= end:
+            continue
+        covered += hi - max(lo, end)
+        end = hi
+    return covered
+
+
+class Accountant:
+    """Collects the cost of one search. Thread-safe.
+
+    Example:
+        >>> acct = Accountant()
+        >>> with acct.phase("draft_generate"):
+        ...     pass
+        >>> usage = acct.finish()
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._start = time.perf_counter()
+        self._intervals: dict[str, list[tuple[float, float]]] = {p: [] for p in _TIMED_PHASES}
+        self._tokens: dict[str, TokenUsage] = {}
+        self.reward_cache_hits = 0
+        self.reward_cache_misses = 0
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as phase ``name`` (one of :data:`PHASES` except overhead)."""
+        if name not in self._intervals:
+            raise InvalidInputError(f"unknown phase {name!r}; phases are {', '.join(_TIMED_PHASES)}")
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            with self._lock:
+                self._intervals[name].append((begin, end))
+
+    def _usage(self, model: str) -> TokenUsage:
+        usage = self._tokens.get(model)
+        if usage is None:
+            usage = self._tokens[model] = TokenUsage()
+        return usage
+
+    def add_generation(self, model: str, completions: Iterable[Iterable[Completion]]) -> None:
+        """Count the tokens of one ``generate`` call (all its completions)."""
+        with self._lock:
+            usage = self._usage(model)
+            usage.calls += 1
+            for group in completions:
+                for i, c in enumerate(group):
+                    if i == 0:  # the n samples of one prompt share its prefill
+                        usage.prompt += c.prompt_tokens
+                        usage.cached += c.cached_tokens
+                    usage.generated += c.completion_tokens
+
+    def add_scoring(self, model: str, scored: Iterable[TokenLogprobs]) -> None:
+        """Count the tokens of one ``logprobs`` call: evaluated tokens count as prompt tokens."""
+        with self._lock:
+            usage = self._usage(model)
+            usage.calls += 1
+            for s in scored:
+                usage.prompt += s.prompt_tokens + len(s.token_ids)
+                usage.cached += s.cached_tokens
+
+    def add_tokens(self, model: str, *, prompt: int = 0, generated: int = 0, cached: int = 0) -> None:
+        """Count tokens spent outside ``generate``/``logprobs`` (e.g. by a reward model)."""
+        with self._lock:
+            usage = self._usage(model)
+            usage.calls += 1
+            usage.prompt += prompt
+            usage.generated += generated
+            usage.cached += cached
+
+    def count_reward_lookups(self, *, hits: int, misses: int) -> None:
+        """Record reward-cache hits and misses."""
+        with self._lock:
+            self.reward_cache_hits += hits
+            self.reward_cache_misses += misses
+
+    def finish(self) -> Usage:
+        """Freeze the figures measured so far into a :class:`Usage`."""
+        now = time.perf_counter()
+        with self._lock:
+            total = now - self._start
+            latency = {p: _union_length(iv) for p, iv in self._intervals.items()}
+            covered = _union_length([i for iv in self._intervals.values() for i in iv])
+            latency["overhead"] = max(0.0, total - covered)
+            latency["total"] = total
+            tokens = {
+                m: TokenUsage(u.prompt, u.generated, u.cached, u.calls)
+                for m, u in self._tokens.items()
+            }
+            return Usage(
+                latency_s=latency,
+                tokens=tokens,
+                reward_cache_hits=self.reward_cache_hits,
+                reward_cache_misses=self.reward_cache_misses,
+            )

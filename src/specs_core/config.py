@@ -1,0 +1,201 @@
+"""Configuration: pydantic models loaded from YAML, with ``--set key=value`` overrides.
+
+A config has four sections::
+
+    draft:   {backend: llamacpp, model: smollm2-135m}      # a model, or the name of another role
+    target:  {backend: llamacpp, model: qwen2.5-coder-0.5b}
+    reward:  {name: judge, model: target}                 # a registered reward model + its options
+    policy:  {name: specs, n: 4, tau_acc: 7.0}            # a registered policy + its options
+
+Section keys beyond ``backend``/``name`` are validated against the options model that the chosen
+backend, reward model or policy registered, so unknown keys and bad values are rejected with a
+message naming the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from specs_core.errors import ConfigError
+
+__all__ = [
+    "ROLE_NAMES",
+    "ModelConfig",
+    "NamedConfig",
+    "SpecsConfig",
+    "apply_overrides",
+    "load_config",
+    "validate_options",
+]
+
+ROLE_NAMES = ("draft", "target")
+
+
+class ModelConfig(BaseModel):
+    """A model: the backend that serves it and the backend's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    backend: str = Field(description="registered backend name, e.g. llamacpp, transformers, toy")
+
+    def options(self) -> dict[str, Any]:
+        """The backend options (every key but ``backend``)."""
+        return dict(self.model_extra or {})
+
+
+class NamedConfig(BaseModel):
+    """A registered component chosen by ``name``, with its own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        """The component's options (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class SpecsConfig(BaseModel):
+    """A whole configuration. A role may name another role (``draft: target``) to share a model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    draft: ModelConfig | str | None = None
+    target: ModelConfig | str | None = None
+    reward: NamedConfig | None = None
+    policy: NamedConfig = NamedConfig(name="specs")
+
+    @field_validator("draft", "target", mode="before")
+    @classmethod
+    def _role_reference(cls, value: object) -> object:
+        if isinstance(value, str) and value not in ROLE_NAMES:
+            raise ValueError(f"a role may name another role ({', '.join(ROLE_NAMES)}), got {value!r}")
+        return value
+
+
+def _format_validation_error(error: ValidationError, where: str, model: type[BaseModel]) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        full = f"{where}.{key}" if where and key else (where or key)
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(model.model_fields)) or "none"
+            problems.append(f"unknown key {full!r} (allowed keys: {allowed})")
+        else:
+            problems.append(f"{full}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(problems)
+
+
+def validate_options(options: Mapping[str, Any], model: type[BaseModel], where: str) -> BaseModel:
+    """Validate a section's options against a component's options model.
+
+    Raises:
+        ConfigError: naming each bad key, its problem and the allowed keys or values.
+    """
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, where, model)) from e
+
+
+def _parse_config(data: object, source: str) -> SpecsConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a config must be a mapping with draft/target/reward/policy")
+    try:
+        return SpecsConfig.model_validate(dict(data))
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_format_validation_error(e, '', SpecsConfig)}") from e
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set key {dotted!r} is malformed; write section.key=value")
+    node: Any = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if isinstance(child, str):
+            raise ConfigError(
+                f"--set {dotted}: {key!r} names the role {child!r}; set {child}.<key> instead"
+            )
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML (``4``, ``0.5``, ``inf``).
+
+    Raises:
+        ConfigError: an override has no ``=``.
+    """
+    result = copy.deepcopy(dict(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        text = raw.strip()
+        lowered = text.lower()
+        value: Any
+        if lowered in {"inf", "+inf", ".inf", "infinity"}:
+            value = float("inf")
+        elif lowered in {"-inf", "-.inf", "-infinity"}:
+            value = float("-inf")
+        else:
+            try:
+                value = yaml.safe_load(text) if text else ""
+            except yaml.YAMLError:
+                value = text
+        _set_path(result, key.strip(), value)
+    return result
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | SpecsConfig | None = None,
+    overrides: Iterable[str] = (),
+) -> SpecsConfig:
+    """Load a config from a YAML path, a mapping or a config, applying ``overrides``.
+
+    With ``source=None`` the default configuration is used (SPECS on the embedded models, see
+    :func:`specs_core.defaults.default_config`).
+    """
+    overrides = list(overrides)
+    if isinstance(source, SpecsConfig):
+        if not overrides:
+            return source
+        data: Any = source.model_dump(exclude_none=True)
+        name = "config"
+    elif source is None:
+        from specs_core.defaults import default_config_data
+
+        data, name = default_config_data(), "default config"
+    elif isinstance(source, Mapping):
+        data, name = dict(source), "config"
+    else:
+        path = Path(source)
+        data, name = _read_yaml(path), str(path)
+    if overrides:
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"{name}: a config must be a mapping with draft/target/reward/policy")
+        data = apply_overrides(data or {}, overrides)
+    return _parse_config(data, name)

@@ -1,0 +1,79 @@
+"""One small exception hierarchy.
+
+Every error the library raises on purpose derives from :class:`SpecsError`, carries a message that
+names the problem and the fix, and is shown by the CLI as one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "CapabilityError",
+    "ConfigError",
+    "ContextOverflowError",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "PluginError",
+    "ProtocolError",
+    "RewardError",
+    "SpecsError",
+]
+
+
+class SpecsError(Exception):
+    """Base class of every error raised on purpose by specs."""
+
+
+class ConfigError(SpecsError):
+    """A configuration file, key or value is wrong."""
+
+
+class InvalidInputError(SpecsError):
+    """A question, option or argument given by the caller is not usable."""
+
+
+class PluginError(SpecsError):
+    """A plugin failed to load, registered something malformed, or is unknown."""
+
+
+class BackendUnavailableError(SpecsError):
+    """The engine behind a backend is not installed.
+
+    Attributes:
+        backend: the backend name, e.g. ``"llamacpp"``.
+        extra: the pip extra that installs the engine, e.g. ``"llamacpp"``.
+    """
+
+    def __init__(self, backend: str, extra: str, reason: str = "") -> None:
+        self.backend = backend
+        self.extra = extra
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"backend {backend!r} is not available{detail}: install it with "
+            f"pip install 'specs[{extra}]'"
+        )
+
+
+class ModelNotFoundError(SpecsError):
+    """A model file, directory, hub repository or embedded model cannot be found or verified."""
+
+
+class ContextOverflowError(SpecsError):
+    """A prompt does not fit in the model's context window."""
+
+
+class CapabilityError(SpecsError):
+    """A backend lacks a capability that the chosen policy or call needs."""
+
+
+class BackendError(SpecsError):
+    """An engine or a remote server failed while serving a request."""
+
+
+class ProtocolError(BackendError):
+    """A server answered with something that does not follow its protocol."""
+
+
+class RewardError(SpecsError):
+    """A reward model returned malformed scores (wrong length, NaN, out of range)."""

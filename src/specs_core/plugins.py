@@ -1,0 +1,366 @@
+"""The plugin manager and the registry of backends, reward models and policies.
+
+The manager is built lazily by :func:`get_registry` (never at import time). Built-in plugins are
+registered first, then third-party plugins from the ``specs`` entry-point group. A plugin that
+fails to import, raises in a hook or registers a duplicate name is reported in
+:attr:`Registry.failures` and skipped; the rest keep working.
+
+``SPECS_LOAD_PLUGINS`` (comma-separated entry-point names) limits which third-party plugins load;
+set it to an empty string to load none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from specs_core import hookspecs
+from specs_core.errors import PluginError
+from specs_core.protocols import LanguageModel, RewardModel
+from specs_core.types import SearchResult, StepCallback
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "LOAD_PLUGINS_ENV",
+    "BackendSpec",
+    "ModelResolver",
+    "NoOptions",
+    "Policy",
+    "PolicySpec",
+    "PluginFailure",
+    "Registry",
+    "RewardSpec",
+    "Roles",
+    "build_registry",
+    "get_registry",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "specs"
+LOAD_PLUGINS_ENV = "SPECS_LOAD_PLUGINS"
+
+#: Modules of this distribution that register built-ins through the hooks.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "specs_core.policies.plugin",
+    "specs_core.judge",
+    "specs_core.testing.plugin",
+    "specs_llamacpp.plugin",
+    "specs_transformers.plugin",
+    "specs_sglang.plugin",
+    "specs_openai.plugin",
+)
+
+
+class NoOptions(BaseModel):
+    """Options model for a component that takes none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The models a policy works with."""
+
+    target: LanguageModel | None = None
+    draft: LanguageModel | None = None
+    reward: RewardModel | None = None
+    reward_plugin: str = ""
+
+
+class Policy(Protocol):
+    """A search policy bound to its models."""
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` is called with each step as it is committed."""
+        ...
+
+
+class ModelResolver(Protocol):
+    """Turns a role name or an inline model config into a shared, loaded model."""
+
+    def __call__(self, ref: str | Mapping[str, Any]) -> LanguageModel:
+        """Resolve ``ref`` (``"target"``, ``"draft"``, or ``{"backend": ..., ...}``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    factory: Callable[..., Any]
+    options: type[BaseModel]
+    description: str
+    plugin: str
+    extra: str | None
+    available: Callable[[], str | None] | None
+
+    def unavailable_reason(self) -> str | None:
+        """``None`` when usable, else why not."""
+        if self.available is None:
+            return None
+        try:
+            return self.available()
+        except Exception as e:  # a broken check must not break listing
+            return f"availability check failed: {e}"
+
+
+@dataclass(frozen=True)
+class BackendSpec(_Spec):
+    """A registered backend: ``factory(options) -> LanguageModel``."""
+
+
+@dataclass(frozen=True)
+class RewardSpec(_Spec):
+    """A registered reward model: ``factory(options, models: ModelResolver) -> RewardModel``."""
+
+
+@dataclass(frozen=True)
+class PolicySpec(_Spec):
+    """A registered policy: ``factory(options, roles: Roles) -> Policy``."""
+
+    roles: tuple[str, ...] = ("target",)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or registered something wrong."""
+
+    plugin: str
+    message: str
+
+
+class RegisterBackend(Protocol):
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[BaseModel] = ...,
+        extra: str | None = ...,
+        available: Callable[[], str | None] | None = ...,
+        description: str = ...,
+    ) -> None: ...
+
+
+RegisterRewardModel = RegisterBackend
+
+
+class RegisterPolicy(Protocol):
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[BaseModel] = ...,
+        roles: Iterable[str] = ...,
+        description: str = ...,
+    ) -> None: ...
+
+
+_ROLES = ("target", "draft", "reward")
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, and what failed."""
+
+    backends: dict[str, BackendSpec] = field(default_factory=dict)
+    reward_models: dict[str, RewardSpec] = field(default_factory=dict)
+    policies: dict[str, PolicySpec] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+
+    def _get(self, table: Mapping[str, _Spec], kind: str, name: str) -> Any:
+        spec = table.get(name)
+        if spec is None:
+            known = ", ".join(sorted(table)) or "none"
+            raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+        return spec
+
+    def backend(self, name: str) -> BackendSpec:
+        """The backend called ``name``, or a :class:`PluginError` listing the known ones."""
+        spec: BackendSpec = self._get(self.backends, "backend", name)
+        return spec
+
+    def reward_model(self, name: str) -> RewardSpec:
+        """The reward model called ``name``, or a :class:`PluginError` listing the known ones."""
+        spec: RewardSpec = self._get(self.reward_models, "reward model", name)
+        return spec
+
+    def policy(self, name: str) -> PolicySpec:
+        """The policy called ``name``, or a :class:`PluginError` listing the known ones."""
+        spec: PolicySpec = self._get(self.policies, "policy", name)
+        return spec
+
+
+def _check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise PluginError(f"{kind} name {name!r} is invalid: use letters, digits, '-' and '_'")
+    return name
+
+
+def _check_options(options: object) -> type[BaseModel]:
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(f"options must be a pydantic model class, got {options!r}")
+    return options
+
+
+class _Collector:
+    """Builds the ``register`` callbacks handed to one plugin's hooks."""
+
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self.registry = registry
+        self.plugin = plugin
+
+    def _add(self, table: dict[str, Any], kind: str, spec: _Spec) -> None:
+        existing = table.get(spec.name)
+        if existing is not None:
+            raise PluginError(
+                f"{kind} {spec.name!r} is already registered by plugin {existing.plugin!r}; "
+                "rename it"
+            )
+        if not callable(spec.factory):
+            raise PluginError(f"{kind} {spec.name!r}: factory {spec.factory!r} is not callable")
+        table[spec.name] = spec
+
+    def backend(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[BaseModel] = NoOptions,
+        extra: str | None = None,
+        available: Callable[[], str | None] | None = None,
+        description: str = "",
+    ) -> None:
+        spec = BackendSpec(
+            _check_name("backend", name), factory, _check_options(options), description,
+            self.plugin, extra, available,
+        )
+        self._add(self.registry.backends, "backend", spec)
+
+    def reward_model(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[BaseModel] = NoOptions,
+        extra: str | None = None,
+        available: Callable[[], str | None] | None = None,
+        description: str = "",
+    ) -> None:
+        spec = RewardSpec(
+            _check_name("reward model", name), factory, _check_options(options), description,
+            self.plugin, extra, available,
+        )
+        self._add(self.registry.reward_models, "reward model", spec)
+
+    def policy(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[BaseModel] = NoOptions,
+        roles: Iterable[str] = ("target",),
+        description: str = "",
+    ) -> None:
+        roles = tuple(roles)
+        bad = [r for r in roles if r not in _ROLES]
+        if bad:
+            raise PluginError(f"policy {name!r}: unknown roles {bad}; roles are {', '.join(_ROLES)}")
+        spec = PolicySpec(
+            _check_name("policy", name), factory, _check_options(options), description,
+            self.plugin, None, None, roles,
+        )
+        self._add(self.registry.policies, "policy", spec)
+
+
+def _entry_point_plugins(env: Mapping[str, str]) -> list[importlib.metadata.EntryPoint]:
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    wanted = env.get(LOAD_PLUGINS_ENV)
+    if wanted is None:
+        return eps
+    names = {n.strip() for n in wanted.split(",") if n.strip()}
+    return [ep for ep in eps if ep.name in names]
+
+
+def build_registry(
+    *,
+    builtins: Iterable[str] = BUILTIN_PLUGINS,
+    entry_points: bool = True,
+    extra_plugins: Iterable[object] = (),
+    env: Mapping[str, str] | None = None,
+) -> Registry:
+    """Build a fresh plugin manager and registry.
+
+    Args:
+        builtins: importable module names of built-in plugins.
+        entry_points: also load third-party plugins from the ``specs`` entry-point group.
+        extra_plugins: plugin objects registered last (used by tests and embedding apps).
+        env: the environment to read ``SPECS_LOAD_PLUGINS`` from (default ``os.environ``).
+    """
+    env = os.environ if env is None else env
+    registry = Registry()
+    pm = pluggy.PluginManager("specs")
+    pm.add_hookspecs(hookspecs)
+
+    def add(plugin: object, name: str) -> None:
+        try:
+            pm.register(plugin, name=name)
+        except Exception as e:
+            registry.failures.append(PluginFailure(name, f"cannot be registered: {e}"))
+            return
+        registry.plugins.append(name)
+
+    for module_name in builtins:
+        try:
+            add(importlib.import_module(module_name), module_name)
+        except Exception as e:
+            registry.failures.append(PluginFailure(module_name, f"failed to import: {e}"))
+    if entry_points:
+        for ep in _entry_point_plugins(env):
+            try:
+                add(ep.load(), ep.name)
+            except Exception as e:
+                registry.failures.append(PluginFailure(ep.name, f"failed to import: {e}"))
+    for i, obj in enumerate(extra_plugins):
+        add(obj, getattr(obj, "__name__", f"plugin-{i}"))
+
+    hooks: list[tuple[str, str]] = [
+        ("register_backends", "backend"),
+        ("register_reward_models", "reward_model"),
+        ("register_policies", "policy"),
+    ]
+    for hook_name, method in hooks:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            collector = _Collector(registry, impl.plugin_name)
+            try:
+                impl.function(register=getattr(collector, method))
+            except Exception as e:
+                message = f"{hook_name} failed: {e}"
+                registry.failures.append(PluginFailure(impl.plugin_name, message))
+                log.warning("plugin %r skipped: %s", impl.plugin_name, message)
+    return registry
+
+
+_registry: Registry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_registry(*, refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _registry
+    with _registry_lock:
+        if _registry is None or refresh:
+            _registry = build_registry()
+        return _registry

@@ -1,0 +1,159 @@
+"""Reward aggregation, and the guard every policy talks to a reward model through.
+
+The guard validates what a reward model returns (a search never continues on malformed scores),
+and caches rewards by partial solution so that a prefix revisited by a policy is never scored twice
+by the same reward model within a search.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from enum import Enum
+
+from specs_core.accounting import Accountant
+from specs_core.errors import InvalidInputError, RewardError
+from specs_core.protocols import RewardModel
+
+__all__ = ["Aggregation", "GuardedRewardModel", "aggregate"]
+
+
+class Aggregation(str, Enum):
+    """How per-step rewards combine into one score for a whole solution."""
+
+    LAST = "last"
+    MIN = "min"
+    PROD = "prod"
+    MEAN = "mean"
+
+
+def aggregate(rewards: Sequence[float], how: Aggregation | str) -> float:
+    """Combine per-step rewards into one score.
+
+    Raises:
+        InvalidInputError: ``rewards`` is empty or ``how`` is unknown.
+    """
+    if not rewards:
+        raise InvalidInputError("cannot aggregate the rewards of a solution with no steps")
+    try:
+        how = Aggregation(how)
+    except ValueError as e:
+        allowed = ", ".join(a.value for a in Aggregation)
+        raise InvalidInputError(f"unknown aggregation {how!r}; use one of {allowed}") from e
+    if how is Aggregation.LAST:
+        return float(rewards[-1])
+    if how is Aggregation.MIN:
+        return float(min(rewards))
+    if how is Aggregation.PROD:
+        return float(math.prod(rewards))
+    return float(sum(rewards) / len(rewards))
+
+
+_Key = tuple[str, tuple[str, ...]]
+
+
+class GuardedRewardModel:
+    """Validates and caches the rewards of one reward model for one search.
+
+    Reward models may implement an optional ``score_last(question, solutions) -> list[float]``
+    (the reward of each solution's last step) when scoring every step costs more than scoring the
+    last one (the LLM judge does); the guard uses it when only last-step rewards are needed.
+
+    Args:
+        model: the reward model.
+        accountant: where cache hits/misses and reward time are recorded.
+        plugin: the plugin that registered the model, named in error messages.
+    """
+
+    def __init__(self, model: RewardModel, accountant: Accountant, plugin: str = "") -> None:
+        self.model = model
+        self._acct = accountant
+        self._owner = f"reward model {model.name!r}" + (f" (plugin {plugin!r})" if plugin else "")
+        self._cache: dict[_Key, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The wrapped model's name."""
+        return self.model.name
+
+    def _check(self, value: object, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RewardError(f"{self._owner} returned {value!r} for {where}: rewards must be numbers")
+        reward = float(value)
+        if math.isnan(reward):
+            raise RewardError(f"{self._owner} returned NaN for {where}; fix the reward model")
+        if not 0.0 <= reward <= 1.0:
+            raise RewardError(
+                f"{self._owner} returned {reward} for {where}: rewards must lie in [0, 1]"
+            )
+        return reward
+
+    def _check_rows(self, got: object, expected: int) -> list[object]:
+        if not isinstance(got, (list, tuple)) or len(got) != expected:
+            size = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
+            raise RewardError(
+                f"{self._owner} returned {size} results for {expected} solutions; it must "
+                "return one per solution"
+            )
+        return list(got)
+
+    def _fetch(self, question: str, todo: list[tuple[str, ...]], last_only: bool) -> None:
+        """Score the uncached solutions in ``todo`` and fill the cache."""
+        if not todo:
+            return
+        score_last = getattr(self.model, "score_last", None)
+        with self._acct.phase("reward"):
+            if last_only and callable(score_last):
+                rows = self._check_rows(score_last(question, [list(s) for s in todo]), len(todo))
+                fresh = {
+                    (question, sol): self._check(r, f"the last of {len(sol)} steps")
+                    for sol, r in zip(todo, rows)
+                }
+            else:
+                rows = self._check_rows(self.model.score(question, [list(s) for s in todo]), len(todo))
+                fresh = {}
+                for sol, row in zip(todo, rows):
+                    per_step = self._check_rows(row, len(sol)) if isinstance(row, (list, tuple)) else None
+                    if per_step is None:
+                        raise RewardError(
+                            f"{self._owner} returned {row!r} for a solution; it must return a "
+                            "list with one reward per step"
+                        )
+                    for j, r in enumerate(per_step):
+                        fresh[(question, sol[: j + 1])] = self._check(r, f"step {j + 1}")
+        with self._lock:
+            self._cache.update(fresh)
+
+    def _lookup(self, question: str, solutions: Sequence[Sequence[str]], last_only: bool) -> None:
+        keys = [tuple(s) for s in solutions]
+        for sol in keys:
+            if not sol:
+                raise InvalidInputError("a solution to score must have at least one step")
+        with self._lock:
+            if last_only:
+                missing = [k for k in keys if (question, k) not in self._cache]
+            else:
+                missing = [
+                    k for k in keys
+                    if any((question, k[: j + 1]) not in self._cache for j in range(len(k)))
+                ]
+        unique = list(dict.fromkeys(missing))
+        self._acct.count_reward_lookups(hits=len(keys) - len(missing), misses=len(missing))
+        self._fetch(question, unique, last_only)
+
+    def last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
+        """The reward of the last step of each partial solution."""
+        self._lookup(question, solutions, last_only=True)
+        with self._lock:
+            return [self._cache[(question, tuple(s))] for s in solutions]
+
+    def all_steps(self, question: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The reward of every step of each solution."""
+        self._lookup(question, solutions, last_only=False)
+        with self._lock:
+            return [
+                [self._cache[(question, tuple(s[: j + 1]))] for j in range(len(s))]
+                for s in solutions
+            ]

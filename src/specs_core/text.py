@@ -1,0 +1,79 @@
+"""Steps and answers in plain text: the system prompt, step splitting and answer extraction."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DEFAULT_STEP_DELIMITER",
+    "DEFAULT_SYSTEM_PROMPT",
+    "extract_answer",
+    "extract_boxed",
+    "split_steps",
+    "step_content",
+]
+
+DEFAULT_STEP_DELIMITER = "\n\n"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Solve the math problem efficiently and clearly. Think step by step and separate the steps "
+    "with a blank line. Finish with: Therefore, the final answer is $\\boxed{ANSWER}$."
+)
+
+
+def step_content(step: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
+    """A step's text without its trailing delimiter and surrounding whitespace."""
+    if delimiter and step.endswith(delimiter):
+        step = step[: -len(delimiter)]
+    return step.strip()
+
+
+def split_steps(text: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> list[str]:
+    """Split a solution into steps, each keeping its trailing delimiter (empty steps dropped)."""
+    if not delimiter:
+        return [text] if text.strip() else []
+    parts = text.split(delimiter)
+    steps = [p + delimiter for p in parts[:-1]] + [parts[-1]]
+    return [s for s in steps if s.strip()]
+
+
+def extract_boxed(text: str) -> str | None:
+    r"""The content of the last ``\boxed{...}`` (or ``\fbox{...}``), braces balanced."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    if not starts:
+        return None
+    i = start = starts[-1]
+    depth = 1
+    while i < len(text):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i].strip()
+        i += 1
+    return None
+
+
+_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
+
+
+def extract_answer(text: str) -> str | None:
+    r"""The final answer of a solution.
+
+    Tries, in order: the last ``\boxed{}``, a GSM8K-style ``#### N`` line, "the (final) answer is
+    X", and the last number in the text.
+    """
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    hashes = re.findall(r"####\s*(.+)", text)
+    if hashes:
+        return hashes[-1].strip()
+    stated = re.findall(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s|\.?$|\n)", text, flags=re.I)
+    if stated:
+        return stated[-1].strip()
+    numbers = re.findall(_NUMBER, text)
+    if numbers:
+        return numbers[-1].replace("$", "").replace(",", "")
+    return None

@@ -1,0 +1,318 @@
+"""Value objects shared by backends, reward models, policies and integrations.
+
+Everything on the hot path is a frozen dataclass. Texts are plain ``str``; token ids and logprobs
+are tuples so that values are hashable and cannot be changed behind a caller's back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from specs_core.errors import InvalidInputError
+
+__all__ = [
+    "PHASES",
+    "CandidateRecord",
+    "Completion",
+    "FinishReason",
+    "Prompt",
+    "SamplingParams",
+    "SearchResult",
+    "StepCallback",
+    "StepRecord",
+    "StepSource",
+    "TokenLogprobs",
+    "TokenUsage",
+    "Usage",
+]
+
+#: Phases whose wall time every result reports (plus ``total``).
+PHASES: tuple[str, ...] = (
+    "draft_generate",
+    "target_generate",
+    "target_score",
+    "draft_score",
+    "reward",
+    "overhead",
+)
+
+
+class FinishReason(str, Enum):
+    """Why a generated continuation ended."""
+
+    STOP = "stop"
+    """A stop string (the step delimiter) was produced; it is kept at the end of the text."""
+    LENGTH = "length"
+    """``max_tokens`` was reached."""
+    EOS = "eos"
+    """The model ended its answer (end of sequence): the solution is finished."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a model continues: a question and the assistant's answer so far.
+
+    Each backend renders ``system`` and ``question`` with its own chat template and then continues
+    ``partial`` as the (still open) assistant message, so draft and target may differ in family.
+
+    Attributes:
+        question: the user's question.
+        partial: the assistant's partial answer (earlier steps, delimiters included).
+        system: an optional system message.
+    """
+
+    question: str
+    partial: str = ""
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Backend-neutral sampling options, mapped by each backend to its engine.
+
+    Attributes:
+        n: continuations per prompt.
+        temperature: 0 means greedy decoding.
+        top_p: nucleus sampling mass.
+        max_tokens: the most tokens to generate per continuation.
+        stop: stop strings; the first one produced ends the continuation and is kept in the text.
+        seed: makes sampling reproducible; ``None`` means unseeded.
+    """
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise InvalidInputError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0 or math.isnan(self.temperature):
+            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise InvalidInputError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if any(not s for s in self.stop):
+            raise InvalidInputError("stop strings must not be empty")
+
+
+def _mean(values: tuple[float, ...]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated continuation.
+
+    Attributes:
+        text: the continuation text (ends with the stop string when ``finish_reason`` is STOP).
+        token_ids: the generated token ids.
+        logprobs: the model's log-probability of each generated token under its untempered
+            distribution (temperature 1), so that it equals what scoring the text returns.
+        finish_reason: why generation ended.
+        prompt_tokens: tokens in the rendered prompt.
+        cached_tokens: prompt tokens served from a cache instead of being evaluated.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: FinishReason
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        """Number of generated tokens."""
+        return len(self.token_ids)
+
+    @property
+    def sum_logprob(self) -> float:
+        """Total log-probability of the generated tokens."""
+        return sum(self.logprobs)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean per-token log-probability (0.0 for an empty continuation)."""
+        return _mean(self.logprobs)
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A model's log-probabilities of a continuation's tokens given its prefix.
+
+    Attributes:
+        token_ids: the continuation's tokens, as the model tokenized them.
+        logprobs: one log-probability per token.
+        prompt_tokens: tokens of the rendered prefix.
+        cached_tokens: prefix tokens served from a cache instead of being evaluated.
+    """
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def sum(self) -> float:
+        """Total log-probability."""
+        return sum(self.logprobs)
+
+    @property
+    def mean(self) -> float:
+        """Mean per-token log-probability (0.0 for an empty continuation)."""
+        return _mean(self.logprobs)
+
+
+class StepSource(str, Enum):
+    """Which model wrote a step."""
+
+    DRAFT = "draft"
+    TARGET = "target"
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One candidate step considered by a policy, with every score it got.
+
+    Attributes:
+        text: the candidate step text.
+        source: the model that generated it.
+        finished: the candidate ended the solution.
+        draft_logprob: its log-probability under the draft (mean or sum, as the policy uses).
+        target_logprob: its log-probability under the target (mean or sum, as the policy uses).
+        reward: the reward model's score of the partial solution ending with this step.
+        score: the policy's selection score (SPECS: ``(l_t - l_d) + beta * r``).
+        accepted: it passed the policy's acceptance test (or, for target candidates, was kept).
+    """
+
+    text: str
+    source: StepSource
+    finished: bool = False
+    draft_logprob: float | None = None
+    target_logprob: float | None = None
+    reward: float | None = None
+    score: float | None = None
+    accepted: bool = False
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One committed step of a search and the decision that produced it.
+
+    Attributes:
+        index: 0-based step number.
+        source: the model that wrote the committed step.
+        text: the committed step text.
+        reward: the reward of the partial solution ending with this step.
+        drafted: draft candidates were proposed for this step.
+        accepted: a draft candidate was accepted (``None`` when nothing was drafted).
+        decision: a short machine-readable tag, e.g. ``"draft_accepted"``, ``"draft_rejected"``,
+            ``"target"``.
+        switched_to_draft: after this step the policy moved to draft mode.
+        candidates: every candidate considered, drafts first.
+        beam: the beam index for multi-beam policies (0 otherwise).
+    """
+
+    index: int
+    source: StepSource
+    text: str
+    reward: float | None
+    drafted: bool
+    accepted: bool | None
+    decision: str
+    switched_to_draft: bool = False
+    candidates: tuple[CandidateRecord, ...] = ()
+    beam: int = 0
+
+
+#: Called by a policy each time it commits a step (used for streaming).
+StepCallback = Callable[[StepRecord], None]
+
+
+@dataclass
+class TokenUsage:
+    """Token counts for one model."""
+
+    prompt: int = 0
+    generated: int = 0
+    cached: int = 0
+    calls: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready mapping."""
+        return {
+            "prompt": self.prompt,
+            "generated": self.generated,
+            "cached": self.cached,
+            "calls": self.calls,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Measured cost of one search.
+
+    Attributes:
+        latency_s: wall seconds with ``total`` and one key per entry of :data:`PHASES`.
+        tokens: token counts per model name.
+        reward_cache_hits: reward lookups answered from the cache.
+        reward_cache_misses: reward lookups that called the reward model.
+    """
+
+    latency_s: Mapping[str, float]
+    tokens: Mapping[str, TokenUsage]
+    reward_cache_hits: int = 0
+    reward_cache_misses: int = 0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of one policy run on one question.
+
+    Attributes:
+        question: the question asked.
+        policy: the policy's registered name.
+        text: the full chosen solution.
+        answer: the final answer extracted from ``text`` (``None`` when none was found).
+        steps: the committed steps of the search, in order (for multi-beam policies, every
+            beam's steps, tagged with ``beam``).
+        solution_steps: the chosen solution split into its steps.
+        final_score: the chosen solution's aggregated reward (``None`` without a reward model).
+        finished: the chosen solution ended on its own (not cut by the step or token limit).
+        accepted_draft_steps: steps where a draft was accepted.
+        rejected_draft_steps: steps where every draft was rejected.
+        switches: times the policy switched from target mode to draft mode.
+        usage: latency per phase and tokens per model.
+        extra: policy-specific figures (JSON-ready).
+    """
+
+    question: str
+    policy: str
+    text: str
+    answer: str | None
+    steps: tuple[StepRecord, ...]
+    solution_steps: tuple[str, ...]
+    final_score: float | None
+    finished: bool
+    accepted_draft_steps: int
+    rejected_draft_steps: int
+    switches: int
+    usage: Usage
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def draft_steps(self) -> int:
+        """Committed steps written by the draft."""
+        return sum(1 for s in self.steps if s.source is StepSource.DRAFT)
+
+    @property
+    def target_steps(self) -> int:
+        """Committed steps written by the target."""
+        return sum(1 for s in self.steps if s.source is StepSource.TARGET)
