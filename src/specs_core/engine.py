@@ -16,13 +16,33 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from specs_core.config import ROLE_NAMES, ModelConfig, SpecsConfig, load_config, validate_options
+from specs_core.config import (
+    ROLE_NAMES,
+    ModelConfig,
+    NamedConfig,
+    SpecsConfig,
+    load_config,
+    validate_options,
+)
 from specs_core.errors import ConfigError, InvalidInputError, PluginError
 from specs_core.plugins import Policy, Registry, Roles, get_registry
 from specs_core.protocols import LanguageModel, RewardModel
 from specs_core.types import SearchResult, StepCallback
 
 __all__ = ["Specs"]
+
+
+class _Resolver:
+    """The :class:`~specs_core.plugins.ModelResolver` a Specs hands to reward-model factories."""
+
+    def __init__(self, specs: Specs) -> None:
+        self._specs = specs
+
+    def __call__(self, ref: str | Mapping[str, Any]) -> LanguageModel:
+        return self._specs.model(ref)
+
+    def reward_model(self, config: Mapping[str, Any], where: str) -> RewardModel:
+        return self._specs.build_reward_model(config, where)
 
 
 class Specs:
@@ -96,6 +116,21 @@ class Specs:
                 model = self._models[key] = spec.factory(options)
             return model
 
+    def build_reward_model(self, config: Mapping[str, Any], where: str = "reward") -> RewardModel:
+        """Build a registered reward model from ``{"name": ..., **options}`` (not cached)."""
+        try:
+            cfg = NamedConfig.model_validate(dict(config))
+        except Exception as e:
+            raise ConfigError(f"{where} needs a 'name' key naming a reward model: {e}") from e
+        spec = self.registry.reward_model(cfg.name)
+        reason = spec.unavailable_reason()
+        if reason is not None:
+            hint = f": pip install 'specs[{spec.extra}]'" if spec.extra else ""
+            raise PluginError(f"reward model {cfg.name!r} is unavailable ({reason}){hint}")
+        options = validate_options(cfg.options(), spec.options, where)
+        model: RewardModel = spec.factory(options, _Resolver(self))
+        return model
+
     def reward_model(self) -> RewardModel:
         """The configured reward model (built once)."""
         with self._lock:
@@ -103,13 +138,7 @@ class Specs:
                 cfg = self.config.reward
                 if cfg is None:
                     raise ConfigError("the chosen policy needs a reward model; add a reward: section")
-                spec = self.registry.reward_model(cfg.name)
-                reason = spec.unavailable_reason()
-                if reason is not None:
-                    hint = f": pip install 'specs[{spec.extra}]'" if spec.extra else ""
-                    raise PluginError(f"reward model {cfg.name!r} is unavailable ({reason}){hint}")
-                options = validate_options(cfg.options(), spec.options, "reward")
-                self._reward = spec.factory(options, self.model)
+                self._reward = self.build_reward_model(cfg.model_dump(), "reward")
             return self._reward
 
     # -- policies ---------------------------------------------------------------------------

@@ -54,6 +54,7 @@ LOAD_PLUGINS_ENV = "SPECS_LOAD_PLUGINS"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "specs_core.policies.plugin",
     "specs_core.judge",
+    "specs_core.composite",
     "specs_core.testing.plugin",
     "specs_llamacpp.plugin",
     "specs_transformers.plugin",
@@ -87,10 +88,17 @@ class Policy(Protocol):
 
 
 class ModelResolver(Protocol):
-    """Turns a role name or an inline model config into a shared, loaded model."""
+    """Hands reward-model factories the configuration's shared models (and other reward models)."""
 
     def __call__(self, ref: str | Mapping[str, Any]) -> LanguageModel:
         """Resolve ``ref`` (``"target"``, ``"draft"``, or ``{"backend": ..., ...}``)."""
+        ...
+
+    def reward_model(self, config: Mapping[str, Any], where: str) -> RewardModel:
+        """Build another registered reward model from ``{"name": ..., **options}``.
+
+        ``where`` names the config location in error messages (e.g. ``"reward.parts[0]"``).
+        """
         ...
 
 
@@ -184,7 +192,7 @@ class Registry:
         spec = table.get(name)
         if spec is None:
             known = ", ".join(sorted(table)) or "none"
-            raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+            raise PluginError(f"unknown {kind} {name!r}; registered: {known} (see `specs plugins`)")
         return spec
 
     def backend(self, name: str) -> BackendSpec:

@@ -58,7 +58,9 @@ class GuardedRewardModel:
 
     Reward models may implement an optional ``score_last(question, solutions) -> list[float]``
     (the reward of each solution's last step) when scoring every step costs more than scoring the
-    last one (the LLM judge does); the guard uses it when only last-step rewards are needed.
+    last one (the LLM judge does); the guard uses it when only last-step rewards are needed. A
+    reward model that runs a language model may implement ``take_token_usage() -> {"prompt": int,
+    "cached": int}`` (tokens since the last call); the guard adds them to the search's accounting.
 
     Args:
         model: the reward model.
@@ -115,14 +117,19 @@ class GuardedRewardModel:
                 rows = self._check_rows(self.model.score(question, [list(s) for s in todo]), len(todo))
                 fresh = {}
                 for sol, row in zip(todo, rows):
-                    per_step = self._check_rows(row, len(sol)) if isinstance(row, (list, tuple)) else None
-                    if per_step is None:
+                    if not isinstance(row, (list, tuple)) or len(row) != len(sol):
                         raise RewardError(
-                            f"{self._owner} returned {row!r} for a solution; it must return a "
-                            "list with one reward per step"
+                            f"{self._owner} returned {row!r} for a solution of {len(sol)} steps; "
+                            "it must return a list with one reward per step"
                         )
-                    for j, r in enumerate(per_step):
+                    for j, r in enumerate(row):
                         fresh[(question, sol[: j + 1])] = self._check(r, f"step {j + 1}")
+        take_usage = getattr(self.model, "take_token_usage", None)
+        if callable(take_usage):
+            used = take_usage()
+            self._acct.add_tokens(
+                self.model.name, prompt=int(used.get("prompt", 0)), cached=int(used.get("cached", 0))
+            )
         with self._lock:
             self._cache.update(fresh)
 
