@@ -1,0 +1,237 @@
+"""The ``specs`` command.
+
+Errors raised on purpose (:class:`~specs_core.errors.SpecsError`) and usage errors end the command
+with exit code 2 and one line on stderr; ``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from specs_core.engine import Specs
+from specs_core.errors import InvalidInputError, SpecsError
+from specs_core.plugins import Registry, get_registry
+from specs_core.serialize import result_to_dict
+from specs_core.types import SearchResult, StepRecord
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="specs",
+    help="Latency-aware test-time scaling: draft steps, verify with a target and a reward model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config (default: SPECS on the embedded models)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+]
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@app.callback(epilog="Add --debug anywhere to show tracebacks and debug logs.")
+def _root() -> None:
+    """Latency-aware test-time scaling: draft steps, verify with a target and a reward model."""
+
+
+def _availability_table(registry: Registry) -> Table:
+    table = Table(title="specs plugins")
+    for column in ("kind", "name", "plugin", "status", "description"):
+        table.add_column(column)
+    groups: list[tuple[str, Any]] = [
+        ("backend", registry.backends),
+        ("reward model", registry.reward_models),
+        ("policy", registry.policies),
+    ]
+    for kind, specs in groups:
+        for name in sorted(specs):
+            spec = specs[name]
+            reason = spec.unavailable_reason()
+            if reason is None:
+                status = "available"
+            else:
+                hint = f"pip install 'specs[{spec.extra}]'" if spec.extra else "see its docs"
+                status = f"unavailable: {reason} ({hint})"
+            table.add_row(kind, name, spec.plugin, status, spec.description)
+    return table
+
+
+@app.command()
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List backends, reward models and policies, and plugins that failed to load."""
+    registry = get_registry()
+    if as_json:
+        def entries(specs: Any) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": name,
+                    "plugin": spec.plugin,
+                    "available": spec.unavailable_reason() is None,
+                    "reason": spec.unavailable_reason(),
+                    "extra": spec.extra,
+                    "description": spec.description,
+                }
+                for name, spec in sorted(specs.items())
+            ]
+
+        data = {
+            "backends": entries(registry.backends),
+            "reward_models": entries(registry.reward_models),
+            "policies": entries(registry.policies),
+            "failures": [{"plugin": f.plugin, "message": f.message} for f in registry.failures],
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(_availability_table(registry))
+    for failure in registry.failures:
+        console.print(f"[yellow]plugin {failure.plugin!r} skipped: {failure.message}[/yellow]")
+
+
+def _print_step(console: Console, step: StepRecord) -> None:
+    reward = "-" if step.reward is None else f"{step.reward:.3f}"
+    first_line = step.text.strip().splitlines()[0] if step.text.strip() else ""
+    console.print(
+        f"[dim]step {step.index + 1:>2} {step.source.value:<6} {step.decision:<15} "
+        f"reward {reward}[/dim]  {first_line[:90]}"
+    )
+
+
+def _print_result(console: Console, result: SearchResult) -> None:
+    usage = result.usage
+    console.print()
+    console.print(result.text.strip())
+    console.print()
+    console.print(f"[bold]answer:[/bold] {result.answer}")
+    console.print(
+        f"policy {result.policy}: {len(result.steps)} steps, the draft wrote {result.draft_steps} "
+        f"({result.accepted_draft_steps} accepted, {result.rejected_draft_steps} rejected draft "
+        f"steps, {result.switches} switches to draft)"
+    )
+    phases = ", ".join(
+        f"{k} {v:.2f}s" for k, v in usage.latency_s.items() if k != "total" and v > 0
+    )
+    console.print(f"latency {usage.latency_s['total']:.2f}s: {phases}")
+    tokens = ", ".join(
+        f"{m} {u.prompt} prompt / {u.generated} generated / {u.cached} cached"
+        for m, u in usage.tokens.items()
+    )
+    console.print(f"tokens: {tokens}")
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The question to solve.")],
+    config: ConfigOption = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", "-p", help="A registered policy name.")
+    ] = None,
+    overrides: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """Solve one question and print the answer, latency per phase and the draft's share."""
+    if not question.strip():
+        raise InvalidInputError("the question is empty; pass the problem text to solve")
+    options = None
+    with Specs.from_config(config, overrides or []) as specs:
+        if policy and policy != specs.config.policy.name:
+            options = {
+                k: v
+                for k, v in specs.config.policy.options().items()
+                if k in specs.registry.policy(policy).options.model_fields
+            }
+        console = _stderr()
+        on_step = None if as_json else (lambda step: _print_step(console, step))
+        result = specs.solve(question, policy=policy, options=options, on_step=on_step)
+    if as_json:
+        typer.echo(json.dumps(result_to_dict(result), indent=2))
+    else:
+        _print_result(Console(highlight=False), result)
+
+
+def _add_optional_commands() -> None:
+    """Mount the command groups that live beside the core (models, evaluation)."""
+    try:
+        from specs_llamacpp.cli import add_commands as add_model_commands
+    except ImportError as e:  # pragma: no cover - the package ships with specs
+        log.debug("specs models unavailable: %s", e)
+    else:
+        add_model_commands(app)
+    try:
+        from specs_core.eval.cli import add_commands as add_eval_commands
+    except ImportError as e:  # pragma: no cover - the package ships with specs
+        log.debug("evaluation commands unavailable: %s", e)
+    else:
+        add_eval_commands(app)
+
+
+_add_optional_commands()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code (errors: one line, code 2)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="specs", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    except SpecsError as e:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        else:
+            log.debug("unexpected error", exc_info=True)
+        typer.echo(
+            f"error: unexpected {type(e).__name__}: {e} (run again with --debug for the traceback)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+def main() -> None:
+    """Entry point of the ``specs`` console script."""
+    sys.exit(run())
