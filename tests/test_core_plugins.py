@@ -1,0 +1,124 @@
+"""The plugin manager: built-ins through the hooks, broken plugins reported and skipped."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import pytest
+
+from specs_core import hookimpl
+from specs_core.errors import PluginError
+from specs_core.plugins import LOAD_PLUGINS_ENV, BackendSpec, build_registry
+
+
+def _plugin(name: str, **hooks: Any) -> types.SimpleNamespace:
+    ns = types.SimpleNamespace(__name__=name)
+    for hook, fn in hooks.items():
+        setattr(ns, hook, hookimpl(fn))
+    return ns
+
+
+def _backend_factory(options: Any) -> None:
+    return None
+
+
+def test_builtins_register_through_the_hooks() -> None:
+    registry = build_registry(entry_points=False)
+    assert {"specs", "beam_search", "best_of_n", "rsd", "majority", "greedy"} <= set(
+        registry.policies
+    )
+    assert {"toy", "llamacpp", "transformers", "sglang", "openai"} <= set(registry.backends)
+    assert {"judge", "toy"} <= set(registry.reward_models)
+    assert registry.failures == []
+    assert registry.backend("toy").plugin == "specs_core.testing.plugin"
+
+
+def test_extra_plugin_registers_a_backend() -> None:
+    def register_backends(register: Any) -> None:
+        register("echo", _backend_factory, description="test double")
+
+    registry = build_registry(
+        builtins=(), entry_points=False, extra_plugins=[_plugin("echo_plugin", register_backends=register_backends)]
+    )
+    spec = registry.backend("echo")
+    assert isinstance(spec, BackendSpec) and spec.plugin == "echo_plugin"
+
+
+def test_plugin_raising_in_its_hook_is_reported_and_skipped() -> None:
+    def broken(register: Any) -> None:
+        raise RuntimeError("boom")
+
+    def fine(register: Any) -> None:
+        register("fine", _backend_factory)
+
+    registry = build_registry(
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[_plugin("broken", register_backends=broken), _plugin("fine", register_backends=fine)],
+    )
+    assert "fine" in registry.backends
+    assert [(f.plugin, "boom" in f.message) for f in registry.failures] == [("broken", True)]
+
+
+def test_duplicate_name_is_reported_naming_both_plugins() -> None:
+    def first(register: Any) -> None:
+        register("same", _backend_factory)
+
+    def second(register: Any) -> None:
+        register("same", _backend_factory)
+
+    registry = build_registry(
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[_plugin("one", register_backends=first), _plugin("two", register_backends=second)],
+    )
+    assert registry.backend("same").plugin == "one"
+    (failure,) = registry.failures
+    assert failure.plugin == "two" and "'one'" in failure.message
+
+
+def test_builtin_module_that_fails_to_import_is_reported() -> None:
+    registry = build_registry(builtins=("specs_core.no_such_module",), entry_points=False)
+    (failure,) = registry.failures
+    assert failure.plugin == "specs_core.no_such_module" and "import" in failure.message
+
+
+def test_bad_registrations_are_rejected() -> None:
+    def bad_name(register: Any) -> None:
+        register("bad name!", _backend_factory)
+
+    def bad_options(register: Any) -> None:
+        register("x", _backend_factory, options=dict)
+
+    def bad_roles(register: Any) -> None:
+        register("p", _backend_factory, roles=("teacher",))
+
+    registry = build_registry(
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[
+            _plugin("a", register_backends=bad_name),
+            _plugin("b", register_backends=bad_options),
+            _plugin("c", register_policies=bad_roles),
+        ],
+    )
+    messages = {f.plugin: f.message for f in registry.failures}
+    assert "invalid" in messages["a"]
+    assert "pydantic" in messages["b"]
+    assert "teacher" in messages["c"]
+
+
+def test_unknown_name_lists_registered_ones() -> None:
+    registry = build_registry(entry_points=False)
+    with pytest.raises(PluginError, match="unknown policy 'nope'.*specs"):
+        registry.policy("nope")
+
+
+def test_env_variable_limits_entry_point_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    all_plugins = build_registry(builtins=(), env={}).plugins
+    none = build_registry(builtins=(), env={LOAD_PLUGINS_ENV: ""}).plugins
+    assert none == []
+    if all_plugins:
+        first = all_plugins[0]
+        assert build_registry(builtins=(), env={LOAD_PLUGINS_ENV: first}).plugins == [first]
