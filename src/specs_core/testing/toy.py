@@ -1,0 +1,603 @@
+r"""A deterministic, pure-Python toy language model with true probabilities.
+
+:class:`ToyLanguageModel` implements :class:`~specs_core.protocols.LanguageModel` without any
+engine, so that policies, accounting, plugins and integrations are tested offline in milliseconds.
+
+How it works:
+
+- **Vocabulary.** A few dozen word tokens (step openers such as ``"First"``, words such as
+  ``" add"``, numbers ``" 0"`` .. ``" 20"``, answers ``" \boxed{0}"`` .. ``" \boxed{20}"``,
+  ``"."``, ``","``), the step delimiter ``"\n\n"``, an end-of-sequence token, and 256 byte tokens.
+  Any string tokenizes (known words greedily, longest first; any other character as its UTF-8
+  bytes), so text written by another model scores to finite log-probabilities.
+- **Distribution.** At every position the next token follows a proper softmax over the whole
+  output vocabulary. Its logits mix a light grammar (steps of a few words, the delimiter more
+  likely as a step grows, a boxed answer more likely after a few steps, then end of sequence) with
+  noise drawn from a hash of the question and the last three tokens. The toy "knows" the answer
+  :func:`toy_answer` (the sum of the question's integers modulo 21), so ``"What is 2 + 3?"`` is
+  usually answered ``\boxed{5}``.
+- **Variants.** Every model shares the same base noise. ``variant`` salts an extra noise term of
+  scale ``mismatch``, and the answer knowledge is weakened by ``1 / (1 + mismatch)``: the
+  ``"draft"`` variant (default mismatch 1) is a perturbed copy of the ``"target"`` variant
+  (default mismatch 0), so target/draft log-ratios are meaningful and drafts are sometimes
+  accepted, sometimes not.
+- **Byte tokens** carry a tiny but nonzero probability (about 1e-6 in all). The sampler never
+  emits them (a fixed top-k filter), so generated text always re-tokenizes into the tokens that
+  produced it, and scoring generated text returns exactly the recorded log-probabilities.
+- **Template.** ``system``, ``question`` and ``partial`` are rendered into one token context
+  between marker tokens; ``partial`` stays the open assistant message and is continued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from specs_core.errors import ContextOverflowError, InvalidInputError
+from specs_core.protocols import Capabilities
+from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
+
+__all__ = [
+    "ANSWER_RANGE",
+    "EOS_ID",
+    "STEP_DELIMITER",
+    "ToyLanguageModel",
+    "ToyTokenizer",
+    "toy_answer",
+]
+
+log = logging.getLogger(__name__)
+
+#: Answers the toy can box: ``0 .. ANSWER_RANGE - 1``.
+ANSWER_RANGE = 21
+STEP_DELIMITER = "\n\n"
+
+_STARTERS = ("First", "Then", "So", "Next", "Now", "Therefore")
+_WORDS = (
+    " add",
+    " subtract",
+    " multiply",
+    " take",
+    " count",
+    " the",
+    " sum",
+    " product",
+    " of",
+    " and",
+    " is",
+    " gives",
+    " so",
+    " answer",
+    " result",
+    " we",
+    " get",
+    " total",
+    " equals",
+    " plus",
+    " times",
+    " minus",
+)
+_NUMBERS = tuple(f" {i}" for i in range(ANSWER_RANGE))
+_BOXED = tuple(f" \\boxed{{{i}}}" for i in range(ANSWER_RANGE))
+_PUNCT = (".", ",")
+
+#: Token ids: 0 is end of sequence, 1-3 are template markers (input only), then the word block
+#: (words, numbers, answers, punctuation, the delimiter), then 256 byte tokens.
+EOS_ID = 0
+_SYSTEM_ID, _USER_ID, _ASSISTANT_ID = 1, 2, 3
+_FIRST_WORD = 4
+_WORD_STRINGS: tuple[str, ...] = (
+    *_STARTERS,
+    *_WORDS,
+    *_NUMBERS,
+    *_BOXED,
+    *_PUNCT,
+    STEP_DELIMITER,
+)
+_DELIM_ID = _FIRST_WORD + len(_WORD_STRINGS) - 1
+_FIRST_BYTE = _FIRST_WORD + len(_WORD_STRINGS)
+_VOCAB_SIZE = _FIRST_BYTE + 256
+
+# Token classes, for the grammar.
+_START, _WORD, _NUM, _BOX, _PUNCT_C, _DELIM, _EOS, _OTHER = range(8)
+
+
+def _class_of(token: int) -> int:
+    if token == EOS_ID:
+        return _EOS
+    if token < _FIRST_WORD or token >= _FIRST_BYTE:
+        return _OTHER
+    i = token - _FIRST_WORD
+    bounds = (
+        (len(_STARTERS), _START),
+        (len(_WORDS), _WORD),
+        (len(_NUMBERS), _NUM),
+        (len(_BOXED), _BOX),
+        (len(_PUNCT), _PUNCT_C),
+    )
+    for size, cls in bounds:
+        if i < size:
+            return cls
+        i -= size
+    return _DELIM
+
+
+#: The sampled block: EOS followed by every word token (byte tokens and markers excluded).
+_BLOCK: tuple[int, ...] = (EOS_ID, *range(_FIRST_WORD, _FIRST_BYTE))
+_BLOCK_CLASSES: tuple[int, ...] = tuple(_class_of(t) for t in _BLOCK)
+_BYTE_LOGIT = -16.0
+
+
+def _number_value(token: int) -> int | None:
+    cls = _class_of(token)
+    if cls == _NUM:
+        return token - (_FIRST_WORD + len(_STARTERS) + len(_WORDS))
+    if cls == _BOX:
+        return token - (_FIRST_WORD + len(_STARTERS) + len(_WORDS) + len(_NUMBERS))
+    return None
+
+
+def _hash_int(*parts: object) -> int:
+    data = "\x1f".join(repr(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def toy_answer(question: str) -> int:
+    """The answer the toy models and the toy reward model consider right.
+
+    The sum of the integers written in ``question`` modulo :data:`ANSWER_RANGE`; a question
+    without integers gets a hash-derived answer.
+    """
+    numbers = [int(n) for n in re.findall(r"\d+", question)]
+    if numbers:
+        return sum(numbers) % ANSWER_RANGE
+    return _hash_int("answer", question) % ANSWER_RANGE
+
+
+class ToyTokenizer:
+    """Maps any string to toy tokens and back; round-trips every text the toy generates."""
+
+    def __init__(self) -> None:
+        by_first: dict[str, list[tuple[str, int]]] = {}
+        for offset, piece in enumerate(_WORD_STRINGS):
+            by_first.setdefault(piece[0], []).append((piece, _FIRST_WORD + offset))
+        for group in by_first.values():
+            group.sort(key=lambda item: -len(item[0]))
+        self._by_first = by_first
+
+    def encode(self, text: str) -> list[int]:
+        """Tokenize ``text``: known words greedily (longest first), other characters as bytes."""
+        ids: list[int] = []
+        i = 0
+        while i < len(text):
+            for piece, token in self._by_first.get(text[i], ()):
+                if text.startswith(piece, i):
+                    ids.append(token)
+                    i += len(piece)
+                    break
+            else:
+                ids.extend(_FIRST_BYTE + b for b in text[i].encode("utf-8", "surrogatepass"))
+                i += 1
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids`` (markers and end of sequence decode to nothing)."""
+        out: list[str] = []
+        pending = bytearray()
+        for token in ids:
+            if token >= _FIRST_BYTE:
+                pending.append(token - _FIRST_BYTE)
+                continue
+            if pending:
+                out.append(pending.decode("utf-8", "replace"))
+                pending.clear()
+            if _FIRST_WORD <= token < _FIRST_BYTE:
+                out.append(_WORD_STRINGS[token - _FIRST_WORD])
+        if pending:
+            out.append(pending.decode("utf-8", "replace"))
+        return "".join(out)
+
+    def piece(self, token: int) -> str:
+        """The text of one word token (``""`` for markers, bytes and end of sequence)."""
+        return _WORD_STRINGS[token - _FIRST_WORD] if _FIRST_WORD <= token < _FIRST_BYTE else ""
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (markers included)."""
+        return _VOCAB_SIZE
+
+    @property
+    def output_ids(self) -> tuple[int, ...]:
+        """Every id the next-token distribution covers: EOS, words and bytes (not the markers)."""
+        return (*_BLOCK, *range(_FIRST_BYTE, _VOCAB_SIZE))
+
+
+@dataclass(frozen=True)
+class _State:
+    """What the distribution at a position depends on, besides the question."""
+
+    steps: int  # delimiters in the assistant message so far
+    pos: int  # tokens in the current step
+    boxed: bool  # an answer was boxed
+    recent: tuple[int, ...]  # the last three tokens of the whole context
+
+    def advance(self, token: int) -> _State:
+        if token == _DELIM_ID:
+            steps, pos = self.steps + 1, 0
+        else:
+            steps, pos = self.steps, self.pos + 1
+        boxed = self.boxed or _class_of(token) == _BOX
+        return _State(steps, pos, boxed, (*self.recent, token)[-3:])
+
+
+@lru_cache(maxsize=1 << 15)
+def _noise(salt: str, qkey: int, recent: tuple[int, ...]) -> tuple[float, ...]:
+    rng = random.Random(_hash_int(salt, qkey, recent))
+    return tuple(rng.gauss(0.0, 1.0) for _ in _BLOCK)
+
+
+def _structure(cls: int, value: int | None, state: _State, prev: int) -> float:
+    """The grammar part of one block token's logit."""
+    if cls == _EOS:
+        if not state.boxed:
+            return -12.0
+        return 6.0 if prev in (_BOX, _PUNCT_C) or state.pos == 0 else 3.0
+    if state.boxed:  # after the answer only closing punctuation fits
+        return {_PUNCT_C: 1.0, _DELIM: -3.0}.get(cls, -4.0) if prev == _BOX else -4.0
+    if state.pos == 0:
+        return {_START: 3.5, _DELIM: -9.0, _BOX: -6.0}.get(cls, -1.5)
+    if cls == _START:
+        return -5.0
+    if cls == _DELIM:
+        bonus = 2.5 if prev == _PUNCT_C else 0.0
+        return (-5.0 if state.pos < 3 else -2.0 + 1.0 * (state.pos - 3)) + bonus
+    if cls == _BOX:
+        early = 0.0 if state.pos >= 2 else -3.0
+        return -6.5 + 1.7 * min(state.steps, 6) + early + (1.5 if prev == _WORD else 0.0)
+    if cls == _PUNCT_C:
+        return 1.0 if prev in (_NUM, _BOX) else -2.5
+    if cls == _NUM:
+        return {_WORD: 1.2, _NUM: -2.5, _START: -1.0}.get(prev, 0.0)
+    return {_START: 1.5, _NUM: 0.6, _PUNCT_C: -1.0}.get(prev, 0.0)  # _WORD
+
+
+@lru_cache(maxsize=1 << 15)
+def _distribution(
+    salt: str, mismatch: float, qkey: int, answer: int, qnums: frozenset[int], state: _State
+) -> tuple[tuple[float, ...], float]:
+    """Log-probabilities of the block tokens and of each byte token at ``state``."""
+    shared = _noise("shared", qkey, state.recent)
+    own = _noise(salt, qkey, state.recent) if mismatch else None
+    knows = 1.0 / (1.0 + mismatch)
+    prev = _class_of(state.recent[-1]) if state.recent else _OTHER
+    logits: list[float] = []
+    for i, token in enumerate(_BLOCK):
+        cls = _BLOCK_CLASSES[i]
+        value = _number_value(token)
+        logit = 0.8 * shared[i] + _structure(cls, value, state, prev)
+        if own is not None:
+            logit += 1.5 * mismatch * own[i]
+        if cls == _BOX and value is not None:
+            logit += knows * (3.0 if value == answer else -1.5)
+        elif cls == _NUM and value is not None:
+            logit += knows * ((1.2 if value in qnums else 0.0) + (0.8 if value == answer else 0.0))
+        logits.append(logit)
+    top = max(logits)
+    total = sum(math.exp(x - top) for x in logits) + 256 * math.exp(_BYTE_LOGIT - top)
+    log_z = top + math.log(total)
+    return tuple(x - log_z for x in logits), _BYTE_LOGIT - log_z
+
+
+_BLOCK_INDEX = {token: i for i, token in enumerate(_BLOCK)}
+
+
+class _PrefixCache:
+    """Remembers recent contexts and reports how many leading tokens were already evaluated."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._entries: list[tuple[int, ...]] = []
+        self._size = size
+
+    def take(self, tokens: tuple[int, ...]) -> int:
+        best = 0
+        for entry in self._entries:
+            n = 0
+            for a, b in zip(entry, tokens, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        if tokens in self._entries:
+            self._entries.remove(tokens)
+        self._entries.append(tokens)
+        del self._entries[: -self._size]
+        return best
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class ToyLanguageModel:
+    """A deterministic toy :class:`~specs_core.protocols.LanguageModel` (see the module doc).
+
+    Args:
+        variant: hash salt of the model's own noise; ``"target"`` and ``"draft"`` are the pair
+            the tests use, any other string gives another model.
+        mismatch: scale of the variant's own noise and weakening of its answer knowledge;
+            default 0 for ``"target"`` and 1 for every other variant.
+        ms_per_token: simulated milliseconds per generated token (default 0).
+        ms_per_prompt_token: simulated milliseconds per evaluated prompt or scored token
+            (default a quarter of ``ms_per_token``); cached prompt tokens cost nothing.
+        name: the accounting name (default ``"toy-<variant>"``).
+        n_ctx: the context window in tokens.
+
+    Example:
+        >>> from specs_core.types import Prompt, SamplingParams
+        >>> model = ToyLanguageModel("target")
+        >>> [[c]] = model.generate([Prompt("What is 2 + 3?")], SamplingParams(temperature=0))
+        >>> c.finish_reason.value
+        'eos'
+    """
+
+    def __init__(
+        self,
+        variant: str = "target",
+        *,
+        mismatch: float | None = None,
+        ms_per_token: float = 0.0,
+        ms_per_prompt_token: float | None = None,
+        name: str | None = None,
+        n_ctx: int = 4096,
+    ) -> None:
+        if not variant:
+            raise InvalidInputError("variant must be a non-empty string such as 'target'")
+        if mismatch is None:
+            mismatch = 0.0 if variant == "target" else 1.0
+        if mismatch < 0 or ms_per_token < 0 or (ms_per_prompt_token or 0) < 0:
+            raise InvalidInputError("mismatch and the latency knobs must be >= 0")
+        if n_ctx < 16:
+            raise InvalidInputError(f"n_ctx must be at least 16, got {n_ctx}")
+        self.variant = variant
+        self.mismatch = float(mismatch)
+        self.ms_per_token = float(ms_per_token)
+        self.ms_per_prompt_token = (
+            self.ms_per_token / 4 if ms_per_prompt_token is None else float(ms_per_prompt_token)
+        )
+        self.n_ctx = n_ctx
+        self.tokenizer = ToyTokenizer()
+        self._name = name or f"toy-{variant}"
+        self._lock = threading.Lock()
+        self._cache = _PrefixCache()
+
+    @property
+    def name(self) -> str:
+        """The accounting name."""
+        return self._name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything is supported, including a prefix cache."""
+        return Capabilities(
+            batched_generation=True,
+            prefix_cache=True,
+            generation_logprobs=True,
+            scoring=True,
+            seeded=True,
+            concurrent=True,
+        )
+
+    # -- rendering and distribution ----------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> tuple[int, ...]:
+        """The token context of ``prompt``: markers, system, question, then the open partial."""
+        if not isinstance(prompt, Prompt):
+            raise InvalidInputError(f"expected a Prompt, got {type(prompt).__name__}")
+        encode = self.tokenizer.encode
+        tokens: list[int] = []
+        if prompt.system is not None:
+            tokens += [_SYSTEM_ID, *encode(prompt.system)]
+        tokens += [_USER_ID, *encode(prompt.question), _ASSISTANT_ID, *encode(prompt.partial)]
+        return tuple(tokens)
+
+    def _start(self, prompt: Prompt, context: tuple[int, ...]) -> _State:
+        state = _State(0, 0, False, ())
+        partial = len(self.tokenizer.encode(prompt.partial)) if prompt.partial else 0
+        for token in context[len(context) - partial :]:
+            state = state.advance(token)
+        return _State(state.steps, state.pos, state.boxed, context[-3:])
+
+    def _question_info(self, question: str) -> tuple[int, int, frozenset[int]]:
+        qnums = frozenset(int(n) for n in re.findall(r"\d+", question) if int(n) < ANSWER_RANGE)
+        return _hash_int("question", question), toy_answer(question), qnums
+
+    def _dist(
+        self, q: tuple[int, int, frozenset[int]], state: _State
+    ) -> tuple[tuple[float, ...], float]:
+        return _distribution(self.variant, self.mismatch, q[0], q[1], q[2], state)
+
+    def next_token_logprobs(self, prompt: Prompt, continuation: str = "") -> dict[int, float]:
+        """The full next-token distribution after ``prompt`` and ``continuation``.
+
+        Returns:
+            A log-probability for every output token id (EOS, words, bytes); they sum to 1 in
+            probability.
+        """
+        context = self.render(prompt)
+        state = self._start(prompt, context)
+        q = self._question_info(prompt.question)
+        for token in self.tokenizer.encode(continuation):
+            state = state.advance(token)
+        block, byte_lp = self._dist(q, state)
+        out = dict(zip(_BLOCK, block, strict=False))
+        out.update({t: byte_lp for t in range(_FIRST_BYTE, _VOCAB_SIZE)})
+        return out
+
+    def _logprob(self, dist: tuple[tuple[float, ...], float], token: int) -> float:
+        index = _BLOCK_INDEX.get(token)
+        if index is not None:
+            return dist[0][index]
+        if token >= _FIRST_BYTE:
+            return dist[1]
+        return dist[1] - 20.0  # a marker inside a continuation: possible but very unlikely
+
+    # -- generation ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _choose(block: tuple[float, ...], params: SamplingParams, rng: random.Random) -> int:
+        if params.temperature == 0:
+            return _BLOCK[max(range(len(block)), key=lambda i: (block[i], -i))]
+        scaled = [lp / params.temperature for lp in block]
+        top = max(scaled)
+        weights = [math.exp(s - top) for s in scaled]
+        order = sorted(range(len(block)), key=lambda i: (-weights[i], i))
+        if params.top_p < 1.0:
+            total = sum(weights)
+            kept, mass = [], 0.0
+            for i in order:
+                kept.append(i)
+                mass += weights[i] / total
+                if mass >= params.top_p:
+                    break
+            order = kept
+        total = sum(weights[i] for i in order)
+        threshold = rng.random() * total
+        acc = 0.0
+        for i in order:
+            acc += weights[i]
+            if acc > threshold:
+                return _BLOCK[i]
+        return _BLOCK[order[-1]]
+
+    def _sample(
+        self,
+        prompt: Prompt,
+        context: tuple[int, ...],
+        params: SamplingParams,
+        rng: random.Random,
+    ) -> Completion:
+        q = self._question_info(prompt.question)
+        state = self._start(prompt, context)
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        text = ""
+        finish = FinishReason.LENGTH
+        longest_stop = max((len(s) for s in params.stop), default=0)
+        while len(tokens) < params.max_tokens and len(context) + len(tokens) < self.n_ctx:
+            dist = self._dist(q, state)
+            token = self._choose(dist[0], params, rng)
+            if token == EOS_ID:
+                finish = FinishReason.EOS
+                break
+            tokens.append(token)
+            logprobs.append(self._logprob(dist, token))
+            before = len(text)
+            text += self.tokenizer.piece(token)
+            if params.stop:
+                start = max(0, before - longest_stop + 1)
+                ends = [
+                    found + len(stop)
+                    for stop in params.stop
+                    if (found := text.find(stop, start)) >= 0
+                ]
+                if ends:
+                    text = text[: min(ends)]
+                    finish = FinishReason.STOP
+                    break
+            state = state.advance(token)
+        return Completion(text, tuple(tokens), tuple(logprobs), finish)
+
+    def _rng(self, params: SamplingParams, context: tuple[int, ...], index: int) -> random.Random:
+        if params.seed is None:
+            return random.Random(secrets.randbits(64))
+        return random.Random(_hash_int("sample", self.variant, params.seed, index, context))
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        """Continue each prompt ``params.n`` times (see :class:`~specs_core.protocols.Generator`).
+
+        The ``n`` samples of a prompt use generators derived from the seed, the sample index and
+        the rendered prompt, so a prompt gets the same samples alone or in a batch.
+
+        Raises:
+            ContextOverflowError: a prompt does not fit in ``n_ctx``.
+        """
+        contexts = [self.render(p) for p in prompts]
+        for context in contexts:
+            if len(context) >= self.n_ctx:
+                raise ContextOverflowError(
+                    f"prompt of {len(context)} tokens does not fit the toy context of "
+                    f"{self.n_ctx}; shorten it or raise n_ctx"
+                )
+        with self._lock:
+            results: list[list[Completion]] = []
+            evaluated = generated = 0
+            for prompt, context in zip(prompts, contexts, strict=False):
+                cached = self._cache.take(context)
+                evaluated += len(context) - cached
+                group = []
+                for index in range(params.n):
+                    c = self._sample(prompt, context, params, self._rng(params, context, index))
+                    generated += len(c.token_ids)
+                    group.append(
+                        Completion(
+                            c.text,
+                            c.token_ids,
+                            c.logprobs,
+                            c.finish_reason,
+                            prompt_tokens=len(context),
+                            cached_tokens=cached,
+                        )
+                    )
+                results.append(group)
+            self._sleep(evaluated * self.ms_per_prompt_token + generated * self.ms_per_token)
+        return results
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs]:
+        """Log-probability of each continuation token (see :meth:`Scorer.logprobs`)."""
+        if len(prompts) != len(continuations):
+            raise InvalidInputError(
+                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
+                "continuation per prompt"
+            )
+        contexts = [self.render(p) for p in prompts]
+        with self._lock:
+            out: list[TokenLogprobs] = []
+            evaluated = 0
+            for prompt, context, text in zip(prompts, contexts, continuations, strict=False):
+                cached = self._cache.take(context)
+                q = self._question_info(prompt.question)
+                state = self._start(prompt, context)
+                ids = self.tokenizer.encode(text)
+                values = []
+                for token in ids:
+                    values.append(self._logprob(self._dist(q, state), token))
+                    state = state.advance(token)
+                evaluated += len(context) - cached + len(ids)
+                out.append(TokenLogprobs(tuple(ids), tuple(values), len(context), cached))
+            self._sleep(evaluated * self.ms_per_prompt_token)
+        return out
+
+    @staticmethod
+    def _sleep(ms: float) -> None:
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+
+    def close(self) -> None:
+        """Forget the prefix cache. The model stays usable; calling it twice is harmless."""
+        with self._lock:
+            self._cache.clear()
+
+    def __repr__(self) -> str:
+        return f"ToyLanguageModel(variant={self.variant!r}, mismatch={self.mismatch})"
