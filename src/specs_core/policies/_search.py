@@ -1,0 +1,417 @@
+"""Machinery shared by the search policies: options, the per-run search context, solution paths.
+
+A :class:`SearchContext` lives for one ``run``. It owns the run's
+:class:`~specs_core.accounting.Accountant`, wraps the models of each role so that every call is
+timed under its phase and its tokens are counted under the model's name, guards the reward model
+(validation and a per-run reward cache), derives the sampling seeds, and builds the
+:class:`~specs_core.types.SearchResult`.
+
+Step texts keep their delimiter in the partial solution that models continue; the reward model
+receives the steps without it (:func:`specs_core.text.step_content`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from specs_core.accounting import Accountant
+from specs_core.errors import BackendError, ConfigError, InvalidInputError
+from specs_core.plugins import Roles
+from specs_core.protocols import LanguageModel
+from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
+from specs_core.text import (
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_SYSTEM_PROMPT,
+    extract_answer,
+    split_steps,
+    step_content,
+)
+from specs_core.types import (
+    Completion,
+    FinishReason,
+    Prompt,
+    SamplingParams,
+    SearchResult,
+    StepCallback,
+    StepRecord,
+    StepSource,
+    TokenLogprobs,
+)
+
+__all__ = [
+    "CompletedPool",
+    "ModelChoice",
+    "PolicyOptions",
+    "SearchContext",
+    "SolutionOptions",
+    "SolutionPath",
+    "StepSearchOptions",
+    "argmax",
+    "commit_solution",
+    "is_finished",
+    "path_of",
+    "reject_nan",
+    "sample_solutions",
+    "source_of",
+]
+
+log = logging.getLogger(__name__)
+
+ModelChoice = Literal["target", "draft"]
+"""Which configured model a single-model policy runs on."""
+
+_PHASE_OF = {
+    ("draft", "generate"): "draft_generate",
+    ("target", "generate"): "target_generate",
+    ("draft", "score"): "draft_score",
+    ("target", "score"): "target_score",
+}
+
+
+def reject_nan(value: float) -> float:
+    """A pydantic validator body: infinities are allowed, NaN is not."""
+    if math.isnan(value):
+        raise ValueError("must be a number or +inf/-inf, not NaN")
+    return value
+
+
+def argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; the first one on ties."""
+    if not values:
+        raise InvalidInputError("argmax of an empty sequence")
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+class PolicyOptions(BaseModel):
+    """Options every policy takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, description="system message given to every model (null: none)"
+    )
+    seed: int = Field(0, description="seeds sampling and every random choice of the policy")
+    step_delimiter: str = Field(
+        DEFAULT_STEP_DELIMITER, min_length=1, description="text that ends a reasoning step"
+    )
+
+
+class StepSearchOptions(PolicyOptions):
+    """Options of the policies that build a solution step by step."""
+
+    n: int = Field(4, ge=1, description="candidate steps sampled per step")
+    temperature: float = Field(0.3, ge=0.0, allow_inf_nan=False, description="sampling temperature")
+    max_steps: int = Field(30, ge=1, description="K: the most steps; the last runs to the end")
+    max_step_tokens: int = Field(256, ge=1, description="the most tokens of one step")
+    aggregation: Aggregation = Field(
+        Aggregation.LAST, description="how per-step rewards rank complete solutions"
+    )
+
+
+class SolutionOptions(PolicyOptions):
+    """Options of the policies that sample whole solutions."""
+
+    n: int = Field(4, ge=1, description="solutions sampled")
+    temperature: float = Field(0.7, ge=0.0, allow_inf_nan=False, description="sampling temperature")
+    max_solution_tokens: int = Field(2048, ge=1, description="the most tokens of one solution")
+
+
+@dataclass(frozen=True)
+class SolutionPath:
+    """A (partial) solution: its steps, delimiters included, and the reward recorded for each.
+
+    Attributes:
+        steps: step texts as generated (each ends with the delimiter except possibly the last).
+        rewards: the reward of the partial solution ending with each step (``None``: not scored).
+        finished: the last step ended the solution (end of sequence).
+    """
+
+    steps: tuple[str, ...] = ()
+    rewards: tuple[float | None, ...] = ()
+    finished: bool = False
+
+    @property
+    def text(self) -> str:
+        """The solution text."""
+        return "".join(self.steps)
+
+    def extend(self, step: str, reward: float | None, finished: bool = False) -> SolutionPath:
+        """A new path with one more step."""
+        return SolutionPath((*self.steps, step), (*self.rewards, reward), finished)
+
+    def contents(self, delimiter: str) -> list[str]:
+        """The steps as the reward model sees them (delimiter and outer whitespace removed)."""
+        return [step_content(s, delimiter) for s in self.steps]
+
+    def score(self, how: Aggregation | str) -> float | None:
+        """The aggregated reward, or ``None`` when a step was not scored or there are no steps."""
+        if not self.rewards or any(r is None for r in self.rewards):
+            return None
+        return aggregate([r for r in self.rewards if r is not None], how)
+
+
+@dataclass
+class CompletedPool:
+    """Finished solutions of a search, without duplicates, ranked by one aggregated reward."""
+
+    aggregation: Aggregation | str
+    paths: list[SolutionPath] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, path: SolutionPath) -> bool:
+        """Add a finished solution; returns ``False`` for a duplicate text (dropped)."""
+        text = path.text
+        if text in self._seen:
+            return False
+        self._seen.add(text)
+        self.paths.append(path)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def best(self) -> SolutionPath | None:
+        """The solution with the highest aggregated reward (first added on ties)."""
+        if not self.paths:
+            return None
+        scores = [p.score(self.aggregation) for p in self.paths]
+        return self.paths[argmax([-math.inf if s is None else s for s in scores])]
+
+
+class SearchContext:
+    """Everything one policy run shares: models by role, accounting, reward guard, seeds.
+
+    Args:
+        policy: the policy's registered name (recorded in the result).
+        question: the problem to solve.
+        options: the policy's validated options.
+        roles: the models the policy was built with.
+
+    Raises:
+        InvalidInputError: the question is empty.
+    """
+
+    def __init__(self, policy: str, question: str, options: PolicyOptions, roles: Roles) -> None:
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError("the question is empty; pass the problem text to solve")
+        self.policy = policy
+        self.question = question
+        self.options = options
+        self.roles = roles
+        self.acct = Accountant()
+        self.rng = random.Random(options.seed)
+        self.steps: list[StepRecord] = []
+        self._on_step: StepCallback | None = None
+        self.reward: GuardedRewardModel | None = (
+            GuardedRewardModel(roles.reward, self.acct, roles.reward_plugin)
+            if roles.reward is not None
+            else None
+        )
+
+    # -- models -----------------------------------------------------------------------------
+
+    def model(self, role: ModelChoice) -> LanguageModel:
+        """The model playing ``role``.
+
+        Raises:
+            ConfigError: the policy was built without that model.
+        """
+        model = self.roles.target if role == "target" else self.roles.draft
+        if model is None:
+            raise ConfigError(
+                f"policy {self.policy!r} needs a {role} model but none was given: add a "
+                f"{role}: section to the config, or pass Roles({role}=...)"
+            )
+        return model
+
+    def require_reward(self) -> GuardedRewardModel:
+        """The guarded reward model.
+
+        Raises:
+            ConfigError: the policy was built without a reward model.
+        """
+        if self.reward is None:
+            raise ConfigError(
+                f"policy {self.policy!r} needs a reward model: add a reward: section to the "
+                "config (e.g. reward: {name: judge, model: target})"
+            )
+        return self.reward
+
+    def prompt(self, partial: str = "") -> Prompt:
+        """The prompt continuing ``partial`` as the assistant's answer to the question."""
+        return Prompt(self.question, partial, self.options.system_prompt)
+
+    def call_seed(self, role: str, step: int) -> int:
+        """The sampling seed of the ``role`` call at ``step``.
+
+        Derived from the run's seed and the call site only, so that two policies that make the
+        same call at the same step (SPECS with ``tau_acc=+inf`` and target beam search) sample
+        the same candidates.
+        """
+        return random.Random(f"{self.options.seed}/{role}/{step}").getrandbits(31)
+
+    def step_params(
+        self, options: StepSearchOptions, role: str, step: int, n: int
+    ) -> SamplingParams:
+        """Sampling options of one step; the last step (``max_steps - 1``) has no stop string."""
+        last = step >= options.max_steps - 1
+        return SamplingParams(
+            n=n,
+            temperature=options.temperature,
+            max_tokens=options.max_step_tokens,
+            stop=() if last else (options.step_delimiter,),
+            seed=self.call_seed(role, step),
+        )
+
+    def generate(
+        self, role: ModelChoice, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """Generate with the model of ``role``, timed and counted.
+
+        Raises:
+            BackendError: the model returned the wrong number of completions.
+        """
+        model = self.model(role)
+        with self.acct.phase(_PHASE_OF[(role, "generate")]):
+            out = model.generate(list(prompts), params)
+        if len(out) != len(prompts) or any(len(group) != params.n for group in out):
+            shape = [len(group) for group in out]
+            raise BackendError(
+                f"{role} model {model.name!r} returned {shape} completions for {len(prompts)} "
+                f"prompt(s) with n={params.n}; a backend must return n per prompt"
+            )
+        self.acct.add_generation(model.name, out)
+        return out
+
+    def score(
+        self, role: ModelChoice, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs]:
+        """Score continuations with the model of ``role``, timed and counted.
+
+        The model tokenizes the texts itself, so draft and target may use different tokenizers.
+
+        Raises:
+            BackendError: the model returned the wrong number of results.
+        """
+        model = self.model(role)
+        with self.acct.phase(_PHASE_OF[(role, "score")]):
+            out = model.logprobs(list(prompts), list(continuations))
+        if len(out) != len(continuations):
+            raise BackendError(
+                f"{role} model {model.name!r} returned {len(out)} scores for "
+                f"{len(continuations)} continuations; a backend must return one per continuation"
+            )
+        self.acct.add_scoring(model.name, out)
+        return out
+
+    def rewards_last(self, paths: Sequence[Sequence[str]]) -> list[float]:
+        """The reward of the last step of each partial solution (steps as generated)."""
+        delimiter = self.options.step_delimiter
+        contents = [[step_content(s, delimiter) for s in steps] for steps in paths]
+        return self.require_reward().last(self.question, contents)
+
+    def rewards_all(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The reward of every step of each solution (steps as generated)."""
+        delimiter = self.options.step_delimiter
+        contents = [[step_content(s, delimiter) for s in steps] for steps in paths]
+        return self.require_reward().all_steps(self.question, contents)
+
+    # -- trace and result -------------------------------------------------------------------
+
+    def start(self, on_step: StepCallback | None) -> None:
+        """Remember the step callback of this run."""
+        self._on_step = on_step
+
+    def commit(self, record: StepRecord) -> None:
+        """Record a committed step and hand it to the step callback at once."""
+        self.steps.append(record)
+        log.debug(
+            "%s step %d (beam %d): %s by %s, reward %s",
+            self.policy, record.index, record.beam, record.decision, record.source.value,
+            record.reward,
+        )
+        if self._on_step is not None:
+            self._on_step(record)
+
+    def result(
+        self,
+        path: SolutionPath,
+        *,
+        final_score: float | None,
+        accepted_draft_steps: int = 0,
+        rejected_draft_steps: int = 0,
+        switches: int = 0,
+        extra: Mapping[str, object] | None = None,
+    ) -> SearchResult:
+        """The result of the run with ``path`` as the chosen solution."""
+        text = path.text
+        return SearchResult(
+            question=self.question,
+            policy=self.policy,
+            text=text,
+            answer=extract_answer(text),
+            steps=tuple(self.steps),
+            solution_steps=path.steps,
+            final_score=final_score,
+            finished=path.finished,
+            accepted_draft_steps=accepted_draft_steps,
+            rejected_draft_steps=rejected_draft_steps,
+            switches=switches,
+            usage=self.acct.finish(),
+            extra=dict(extra or {}),
+        )
+
+
+def source_of(role: ModelChoice) -> StepSource:
+    """The step source of a role."""
+    return StepSource.DRAFT if role == "draft" else StepSource.TARGET
+
+
+def is_finished(completion: Completion) -> bool:
+    """The completion ended the solution (end of sequence, not a stop string or the limit)."""
+    return completion.finish_reason is FinishReason.EOS
+
+
+def sample_solutions(
+    ctx: SearchContext, role: ModelChoice, n: int, temperature: float, max_tokens: int
+) -> list[Completion]:
+    """``n`` whole solutions from the model of ``role`` (no stop string), in one batched call."""
+    params = SamplingParams(
+        n=n, temperature=temperature, max_tokens=max_tokens, seed=ctx.call_seed(role, 0)
+    )
+    return ctx.generate(role, [ctx.prompt()], params)[0]
+
+
+def path_of(completion: Completion, delimiter: str) -> SolutionPath:
+    """A whole generated solution split into its steps (rewards not yet known)."""
+    steps = tuple(split_steps(completion.text, delimiter))
+    return SolutionPath(steps, (None,) * len(steps), is_finished(completion))
+
+
+def commit_solution(
+    ctx: SearchContext, path: SolutionPath, source: StepSource, decision: str
+) -> None:
+    """Commit the steps of a chosen whole solution, in order (whole-solution policies)."""
+    for i, (step, reward) in enumerate(zip(path.steps, path.rewards, strict=True)):
+        ctx.commit(
+            StepRecord(
+                index=i,
+                source=source,
+                text=step,
+                reward=reward,
+                drafted=False,
+                accepted=None,
+                decision=decision,
+            )
+        )

@@ -1,0 +1,150 @@
+"""Step-level beam search scored by a process reward model, over the target or the draft.
+
+Each step, every active beam is continued by ``n // beam_width`` candidate steps (the first step:
+``n`` candidates from the empty solution), all in one batched call; the reward model scores each
+partial solution; the ``beam_width`` best distinct candidates (fewer once beams have finished) are
+kept. A kept candidate that ends the solution completes its beam for good; finished candidates that
+were not kept still enter the completed pool. The search stops after ``max_steps`` (the last step
+runs to the end of the sequence), when ``beam_width`` beams have finished, or when no beam is
+active. The answer is the pooled solution with the best aggregated reward (or, when nothing
+finished, the best active beam).
+
+With ``beam_width=1`` it is the paper's target-only (or draft-only) baseline and commits exactly
+the steps that SPECS commits with ``tau_acc=+inf`` under the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from specs_core.plugins import Roles
+from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord
+
+from ._search import (
+    CompletedPool,
+    ModelChoice,
+    SearchContext,
+    SolutionPath,
+    StepSearchOptions,
+    argmax,
+    is_finished,
+    source_of,
+)
+
+__all__ = ["BeamSearchOptions", "BeamSearchPolicy", "DraftBeamSearchOptions"]
+
+
+class BeamSearchOptions(StepSearchOptions):
+    """Options of ``beam_search``."""
+
+    model: ModelChoice = Field("target", description="the model that writes every step")
+    beam_width: int = Field(1, ge=1, description="m: beams kept per step (at most n)")
+
+    @model_validator(mode="after")
+    def _width_fits(self) -> BeamSearchOptions:
+        if self.beam_width > self.n:
+            raise ValueError(
+                f"beam_width ({self.beam_width}) must not exceed n ({self.n}): each step keeps "
+                "beam_width of the n candidates; raise n or lower beam_width"
+            )
+        return self
+
+
+class DraftBeamSearchOptions(BeamSearchOptions):
+    """Options of ``draft_beam_search``: beam search over the draft model."""
+
+    model: ModelChoice = Field("draft", description="the model that writes every step")
+
+
+class BeamSearchPolicy:
+    """Reward-guided step-level beam search.
+
+    Args:
+        options: validated :class:`BeamSearchOptions`.
+        roles: must hold the chosen model and ``reward``.
+        name: the registered name recorded in results.
+    """
+
+    def __init__(
+        self, options: BeamSearchOptions, roles: Roles, *, name: str = "beam_search"
+    ) -> None:
+        self.options = options
+        self.roles = roles
+        self.name = name
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` receives each kept step as it is committed.
+
+        Raises:
+            ConfigError: the chosen model or the reward model is missing.
+        """
+        o = self.options
+        ctx = SearchContext(self.name, question, o, self.roles)
+        ctx.start(on_step)
+        role = o.model
+        source = source_of(role)
+        ctx.model(role)
+        ctx.require_reward()
+
+        beams = [SolutionPath()]
+        pool = CompletedPool(o.aggregation)
+        done = 0  # kept candidates that finished: their beams are complete
+        for i in range(o.max_steps):
+            per_beam = o.n if i == 0 else max(1, o.n // o.beam_width)
+            prompts = [ctx.prompt(b.text) for b in beams]
+            groups = ctx.generate(role, prompts, ctx.step_params(o, role, i, per_beam))
+            flat = [(b, c) for b, group in enumerate(groups) for c in group]
+            rewards = ctx.rewards_last([[*beams[b].steps, c.text] for b, c in flat])
+            for (b, c), r in zip(flat, rewards, strict=True):
+                if is_finished(c):
+                    pool.add(beams[b].extend(c.text, r, finished=True))
+
+            ranked = sorted(range(len(flat)), key=lambda k: -rewards[k])  # stable on ties
+            kept: list[int] = []
+            seen: set[str] = set()
+            for k in ranked:
+                if len(kept) >= o.beam_width - done:
+                    break
+                b, c = flat[k]
+                text = beams[b].text + c.text
+                if text not in seen:
+                    seen.add(text)
+                    kept.append(k)
+
+            next_beams: list[SolutionPath] = []
+            for slot, k in enumerate(kept):
+                b, c = flat[k]
+                siblings = [j for j, (parent, _) in enumerate(flat) if parent == b]
+                ctx.commit(
+                    StepRecord(
+                        index=i, source=source, text=c.text, reward=rewards[k], drafted=False,
+                        accepted=None, decision="beam", beam=slot,
+                        candidates=tuple(
+                            CandidateRecord(
+                                text=flat[j][1].text, source=source,
+                                finished=is_finished(flat[j][1]), reward=rewards[j],
+                                accepted=j in kept,
+                            )
+                            for j in siblings
+                        ),
+                    )
+                )
+                if is_finished(c):
+                    done += 1
+                else:
+                    next_beams.append(beams[b].extend(c.text, rewards[k]))
+            beams = next_beams
+            if not beams or done >= o.beam_width:
+                break
+
+        chosen = pool.best()
+        if chosen is None:
+            scores = [b.score(o.aggregation) for b in beams]
+            chosen = beams[argmax([-math.inf if s is None else s for s in scores])]
+        return ctx.result(
+            chosen,
+            final_score=chosen.score(o.aggregation),
+            extra={"completed": len(pool), "beam_width": o.beam_width, "model": role},
+        )

@@ -1,0 +1,90 @@
+"""Majority vote (self-consistency): sample whole solutions and return the most frequent answer.
+
+No reward model is needed. Ties go to the answer seen first; the result is the first solution
+that reaches the winning answer (the first solution when no answer could be extracted).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from specs_core.plugins import Roles
+from specs_core.text import extract_answer
+from specs_core.types import SearchResult, StepCallback
+
+from ._search import (
+    ModelChoice,
+    SearchContext,
+    SolutionOptions,
+    commit_solution,
+    path_of,
+    sample_solutions,
+    source_of,
+)
+
+__all__ = ["DraftMajorityOptions", "MajorityOptions", "MajorityPolicy", "majority_vote"]
+
+
+class MajorityOptions(SolutionOptions):
+    """Options of ``majority``."""
+
+    model: ModelChoice = Field("target", description="the model that writes the solutions")
+
+
+class DraftMajorityOptions(MajorityOptions):
+    """Options of ``draft_majority``: majority vote over the draft model."""
+
+    model: ModelChoice = Field("draft", description="the model that writes the solutions")
+
+
+def majority_vote(answers: list[str | None]) -> tuple[int, dict[str, int]]:
+    """The index of the first solution with the most frequent answer, and the vote counts.
+
+    Solutions without an answer do not vote; ties go to the answer seen first; with no answer
+    at all the first solution is returned.
+    """
+    votes: dict[str, int] = {}
+    for answer in answers:
+        if answer is not None:
+            votes[answer] = votes.get(answer, 0) + 1
+    if not votes:
+        return 0, votes
+    top = max(votes.values())
+    winner = next(a for a, v in votes.items() if v == top)
+    return answers.index(winner), votes
+
+
+class MajorityPolicy:
+    """Majority vote over ``n`` sampled solutions.
+
+    Args:
+        options: validated :class:`MajorityOptions`.
+        roles: must hold the chosen model.
+        name: the registered name recorded in results.
+    """
+
+    def __init__(self, options: MajorityOptions, roles: Roles, *, name: str = "majority") -> None:
+        self.options = options
+        self.roles = roles
+        self.name = name
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` receives the chosen solution's steps once chosen.
+
+        Raises:
+            ConfigError: the chosen model is missing.
+        """
+        o = self.options
+        ctx = SearchContext(self.name, question, o, self.roles)
+        ctx.start(on_step)
+        completions = sample_solutions(ctx, o.model, o.n, o.temperature, o.max_solution_tokens)
+        paths = [path_of(c, o.step_delimiter) for c in completions]
+        answers = [extract_answer(p.text) for p in paths]
+        index, votes = majority_vote(answers)
+        chosen = paths[index]
+        commit_solution(ctx, chosen, source_of(o.model), "majority")
+        return ctx.result(
+            chosen,
+            final_score=None,
+            extra={"votes": votes, "chosen": index, "answers": answers},
+        )

@@ -1,0 +1,129 @@
+"""Reward-guided speculative decoding (RSD, arXiv 2501.19324), at the level of reasoning steps.
+
+Each step the draft writes ``n`` candidate steps (one by default) and the reward model scores
+them; the best is accepted when its reward reaches ``delta``. Otherwise the target rewrites the
+step: with ``n == 1`` its step is taken as is (not scored, as in the paper, so the step's reward is
+``None``); with ``n > 1`` the reward model picks the best of the target's ``n``. The search stops
+when the committed step ends the solution or after ``max_steps`` (the last step runs to the end of
+the sequence).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from specs_core.plugins import Roles
+from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord, StepSource
+
+from ._search import (
+    SearchContext,
+    SolutionPath,
+    StepSearchOptions,
+    argmax,
+    is_finished,
+    reject_nan,
+)
+
+__all__ = ["RsdOptions", "RsdPolicy"]
+
+
+class RsdOptions(StepSearchOptions):
+    """Options of the ``rsd`` policy."""
+
+    n: int = Field(1, ge=1, description="candidate steps per model per step")
+    delta: float = Field(0.7, description="a draft step is accepted when its reward >= delta")
+
+    @field_validator("delta")
+    @classmethod
+    def _not_nan(cls, value: float) -> float:
+        return reject_nan(value)
+
+
+class RsdPolicy:
+    """Reward-guided speculative decoding bound to a draft, a target and a reward model.
+
+    Args:
+        options: validated :class:`RsdOptions`.
+        roles: must hold ``target``, ``draft`` and ``reward``.
+        name: the registered name recorded in results.
+    """
+
+    def __init__(self, options: RsdOptions, roles: Roles, *, name: str = "rsd") -> None:
+        self.options = options
+        self.roles = roles
+        self.name = name
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` receives each step as it is committed.
+
+        Raises:
+            ConfigError: a role is missing.
+        """
+        o = self.options
+        ctx = SearchContext(self.name, question, o, self.roles)
+        ctx.start(on_step)
+        ctx.model("draft")
+        ctx.model("target")
+        ctx.require_reward()
+
+        path = SolutionPath()
+        accepted = rejected = 0
+        for i in range(o.max_steps):
+            prompt = ctx.prompt(path.text)
+            drafts = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", i, o.n))[0]
+            rewards = ctx.rewards_last([[*path.steps, c.text] for c in drafts])
+            best = argmax(rewards)
+            draft_records = tuple(
+                CandidateRecord(
+                    text=c.text, source=StepSource.DRAFT, finished=is_finished(c),
+                    reward=r, accepted=r >= o.delta,
+                )
+                for c, r in zip(drafts, rewards, strict=True)
+            )
+            if rewards[best] >= o.delta:
+                accepted += 1
+                chosen = drafts[best]
+                record = StepRecord(
+                    index=i, source=StepSource.DRAFT, text=chosen.text, reward=rewards[best],
+                    drafted=True, accepted=True, decision="draft_accepted",
+                    candidates=draft_records,
+                )
+            else:
+                rejected += 1
+                targets = ctx.generate("target", [prompt], ctx.step_params(o, "target", i, o.n))[0]
+                target_rewards: list[float | None]
+                if o.n > 1:
+                    target_rewards = list(
+                        ctx.rewards_last([[*path.steps, c.text] for c in targets])
+                    )
+                    pick = argmax([r for r in target_rewards if r is not None])
+                else:
+                    target_rewards, pick = [None], 0
+                chosen = targets[pick]
+                record = StepRecord(
+                    index=i, source=StepSource.TARGET, text=chosen.text,
+                    reward=target_rewards[pick], drafted=True, accepted=False,
+                    decision="draft_rejected",
+                    candidates=(
+                        *draft_records,
+                        *(
+                            CandidateRecord(
+                                text=c.text, source=StepSource.TARGET, finished=is_finished(c),
+                                reward=r, accepted=j == pick,
+                            )
+                            for j, (c, r) in enumerate(zip(targets, target_rewards, strict=True))
+                        ),
+                    ),
+                )
+            path = path.extend(record.text, record.reward, is_finished(chosen))
+            ctx.commit(record)
+            if path.finished:
+                break
+
+        return ctx.result(
+            path,
+            final_score=path.score(o.aggregation),
+            accepted_draft_steps=accepted,
+            rejected_draft_steps=rejected,
+            extra={"delta": o.delta},
+        )

@@ -1,0 +1,305 @@
+"""SPECS: speculative step drafting with soft verification by the target and a reward model.
+
+The algorithm of arXiv 2506.15733 as its authors' code runs it, with four of its defects fixed:
+
+1. The target writes the first step. In target mode the target samples ``n`` steps, the reward
+   model scores each, the best is kept, and when any reward exceeds ``tau_sw`` the next step is
+   drafted.
+2. In draft mode the draft samples ``n`` steps in one batched call. Each gets
+   ``s = (l_t - l_d) + beta * r`` where ``l_d``/``l_t`` are the draft's and the target's mean (or
+   summed) token log-probabilities of the step and ``r`` the reward of the partial solution ending
+   with it; the target's scoring and the reward model run concurrently. Steps with ``s > tau_acc``
+   survive and one is sampled with probability ``softmax(s / T)``; when none survives, the target
+   writes the step (target mode, drafts kept in the trace).
+3. Finished candidates that are valid (every target candidate, and drafts that passed the
+   acceptance test) enter a completed pool without duplicates; the search stops when the committed
+   step finishes the solution or after ``max_steps``; the answer is the pooled solution with the
+   best aggregated reward.
+
+Fixed defects: (a) a finished draft that failed acceptance never enters the pool; (b) the final
+choice compares one score, the aggregated reward, for every solution; (c) the target scores the
+draft's text, tokenized by itself, so draft and target may use different tokenizers; (d) rejected
+drafts stay in the trace with all their scores, and the per-run reward cache spares the reward
+model a second call for a target step whose text equals a rejected draft.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from specs_core.errors import BackendError
+from specs_core.plugins import Roles
+from specs_core.protocols import require
+from specs_core.types import (
+    CandidateRecord,
+    Completion,
+    Prompt,
+    SearchResult,
+    StepCallback,
+    StepRecord,
+    StepSource,
+    TokenLogprobs,
+)
+
+from ._search import (
+    CompletedPool,
+    SearchContext,
+    SolutionPath,
+    StepSearchOptions,
+    argmax,
+    is_finished,
+    reject_nan,
+)
+
+__all__ = ["SpecsOptions", "SpecsPolicy", "softmax_choice"]
+
+log = logging.getLogger(__name__)
+
+
+class SpecsOptions(StepSearchOptions):
+    """Options of the ``specs`` policy (defaults: the authors' example run)."""
+
+    beta: float = Field(10.0, ge=0.0, allow_inf_nan=False, description="weight of the reward")
+    tau_acc: float = Field(
+        7.0, description="acceptance threshold on s = (l_t - l_d) + beta*r; +inf: never draft"
+    )
+    tau_sw: float = Field(0.7, description="a target step reward above it switches to drafting")
+    log_ratio: Literal["mean", "sum"] = Field(
+        "mean", description="length-normalised (mean) or total (sum) token log-probabilities"
+    )
+
+    @field_validator("tau_acc", "tau_sw")
+    @classmethod
+    def _not_nan(cls, value: float) -> float:
+        return reject_nan(value)
+
+
+def softmax_choice(scores: Sequence[float], temperature: float, rng: random.Random) -> int:
+    """Sample an index with probability ``softmax(scores / temperature)``.
+
+    ``temperature == 0`` picks the largest score (the first on ties); when some scores are
+    ``+inf`` one of them is picked uniformly.
+
+    Raises:
+        ValueError: ``scores`` is empty.
+    """
+    if not scores:
+        raise ValueError("softmax_choice needs at least one score")
+    top = max(scores)
+    if temperature == 0:
+        return argmax(scores)
+    if top == math.inf:
+        tops = [i for i, s in enumerate(scores) if s == math.inf]
+        return tops[rng.randrange(len(tops))]
+    weights = [math.exp((s - top) / temperature) for s in scores]
+    x = rng.random() * sum(weights)
+    for i, w in enumerate(weights):
+        x -= w
+        if x < 0:
+            return i
+    return max(i for i, w in enumerate(weights) if w > 0)
+
+
+@dataclass(frozen=True)
+class _DraftOutcome:
+    records: list[CandidateRecord]
+    chosen: int | None
+    rewards: list[float]
+    completions: list[Completion]
+
+
+class SpecsPolicy:
+    """The SPECS search bound to a draft, a target and a reward model.
+
+    Args:
+        options: validated :class:`SpecsOptions`.
+        roles: must hold ``target``, ``draft`` and ``reward``.
+        name: the registered name recorded in results.
+    """
+
+    def __init__(self, options: SpecsOptions, roles: Roles, *, name: str = "specs") -> None:
+        self.options = options
+        self.roles = roles
+        self.name = name
+
+    # -- measures ---------------------------------------------------------------------------
+
+    def _measure(self, logprobs: Sequence[float]) -> float:
+        if self.options.log_ratio == "sum":
+            return float(sum(logprobs))
+        return float(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+
+    def _draft_logprob(self, ctx: SearchContext, completion: Completion) -> float:
+        if len(completion.logprobs) != len(completion.token_ids):
+            raise BackendError(
+                f"draft model {ctx.model('draft').name!r} returned {len(completion.logprobs)} "
+                f"logprobs for {len(completion.token_ids)} tokens; it declares "
+                "generation_logprobs, so it must return one per generated token"
+            )
+        return self._measure(completion.logprobs)
+
+    # -- the two modes ----------------------------------------------------------------------
+
+    def _verify(
+        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, texts: list[str],
+        score_draft: bool,
+    ) -> tuple[list[TokenLogprobs], list[float], list[TokenLogprobs] | None]:
+        """Target log-probs, rewards (and draft log-probs) of the drafts, run concurrently."""
+        prompts = [prompt] * len(texts)
+        paths = [[*path.steps, t] for t in texts]
+        parallel = ctx.model("target").capabilities.concurrent
+        if not parallel:
+            drafted = ctx.score("draft", prompts, texts) if score_draft else None
+            return ctx.score("target", prompts, texts), ctx.rewards_last(paths), drafted
+        workers = 3 if score_draft else 2
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specs-verify") as pool:
+            target_f = pool.submit(ctx.score, "target", prompts, texts)
+            reward_f = pool.submit(ctx.rewards_last, paths)
+            draft_f = pool.submit(ctx.score, "draft", prompts, texts) if score_draft else None
+            futures: list[Future[object]] = [target_f, reward_f]  # type: ignore[list-item]
+            if draft_f is not None:
+                futures.append(draft_f)  # type: ignore[arg-type]
+            wait(futures)
+        # .result() re-raises a worker's exception in this thread.
+        return target_f.result(), reward_f.result(), draft_f.result() if draft_f else None
+
+    def _draft_step(
+        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
+        pool: CompletedPool, score_draft: bool,
+    ) -> _DraftOutcome:
+        o = self.options
+        completions = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", step, o.n))[0]
+        texts = [c.text for c in completions]
+        target_lp, rewards, draft_lp = self._verify(ctx, prompt, path, texts, score_draft)
+        l_d = (
+            [self._measure(d.logprobs) for d in draft_lp]
+            if draft_lp is not None
+            else [self._draft_logprob(ctx, c) for c in completions]
+        )
+        l_t = [self._measure(t.logprobs) for t in target_lp]
+        scores = [(lt - ld) + o.beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
+        survivors = [j for j, s in enumerate(scores) if s > o.tau_acc]
+        chosen: int | None = None
+        if survivors:
+            pick = softmax_choice([scores[j] for j in survivors], o.temperature, ctx.rng)
+            chosen = survivors[pick]
+        records = []
+        for j, c in enumerate(completions):
+            finished = is_finished(c)
+            passed = scores[j] > o.tau_acc
+            if finished and passed:  # defect (a): only drafts that passed may complete
+                pool.add(path.extend(c.text, rewards[j], finished=True))
+            records.append(
+                CandidateRecord(
+                    text=c.text, source=StepSource.DRAFT, finished=finished,
+                    draft_logprob=l_d[j], target_logprob=l_t[j], reward=rewards[j],
+                    score=scores[j], accepted=passed,
+                )
+            )
+        log.debug("step %d drafts: scores %s, survivors %s", step, scores, survivors)
+        return _DraftOutcome(records, chosen, rewards, completions)
+
+    def _target_step(
+        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
+        pool: CompletedPool,
+    ) -> tuple[list[CandidateRecord], int, list[float], list[Completion], bool]:
+        o = self.options
+        completions = ctx.generate("target", [prompt], ctx.step_params(o, "target", step, o.n))[0]
+        rewards = ctx.rewards_last([[*path.steps, c.text] for c in completions])
+        best = argmax(rewards)
+        records = []
+        for j, c in enumerate(completions):
+            finished = is_finished(c)
+            if finished:
+                pool.add(path.extend(c.text, rewards[j], finished=True))
+            own = self._measure(c.logprobs) if len(c.logprobs) == len(c.token_ids) else None
+            records.append(
+                CandidateRecord(
+                    text=c.text, source=StepSource.TARGET, finished=finished,
+                    target_logprob=own, reward=rewards[j], accepted=j == best,
+                )
+            )
+        switch = any(r > o.tau_sw for r in rewards)
+        return records, best, rewards, completions, switch
+
+    # -- the search -------------------------------------------------------------------------
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` receives each step as it is committed.
+
+        Raises:
+            ConfigError: a role is missing.
+            CapabilityError: the target cannot score, or the draft gives no log-probabilities.
+        """
+        o = self.options
+        ctx = SearchContext(self.name, question, o, self.roles)
+        ctx.start(on_step)
+        target, draft = ctx.model("target"), ctx.model("draft")
+        ctx.require_reward()
+        why = f"policy {self.name!r}"
+        require(target.capabilities, ["scoring"], who=f"target {target.name!r}", why=why)
+        score_draft = not draft.capabilities.generation_logprobs
+        if score_draft and not draft.capabilities.scoring:
+            who = f"draft {draft.name!r}"
+            require(draft.capabilities, ["generation_logprobs"], who=who, why=why)
+        drafting = o.tau_acc < math.inf  # with tau_acc = +inf no draft can ever be accepted
+
+        path = SolutionPath()
+        pool = CompletedPool(o.aggregation)
+        use_draft = False
+        accepted = rejected = switches = 0
+        for i in range(o.max_steps):
+            prompt = ctx.prompt(path.text)
+            drafts: list[CandidateRecord] = []
+            record: StepRecord | None = None
+            finished = False
+            if use_draft:
+                outcome = self._draft_step(ctx, prompt, path, i, pool, score_draft)
+                drafts = outcome.records
+                if outcome.chosen is not None:
+                    c = outcome.completions[outcome.chosen]
+                    finished = is_finished(c)
+                    record = StepRecord(
+                        index=i, source=StepSource.DRAFT, text=c.text,
+                        reward=outcome.rewards[outcome.chosen], drafted=True, accepted=True,
+                        decision="draft_accepted", candidates=tuple(drafts),
+                    )
+                    accepted += 1
+                else:
+                    rejected += 1
+            if record is None:
+                records, best, rewards, completions, switch = self._target_step(
+                    ctx, prompt, path, i, pool
+                )
+                use_draft = switch and drafting
+                switches += use_draft
+                finished = is_finished(completions[best])
+                record = StepRecord(
+                    index=i, source=StepSource.TARGET, text=completions[best].text,
+                    reward=rewards[best], drafted=bool(drafts),
+                    accepted=False if drafts else None,
+                    decision="draft_rejected" if drafts else "target",
+                    switched_to_draft=use_draft, candidates=(*drafts, *records),
+                )
+            path = path.extend(record.text, record.reward, finished)
+            ctx.commit(record)
+            if finished:
+                break
+
+        chosen = pool.best() or path
+        return ctx.result(
+            chosen,
+            final_score=chosen.score(o.aggregation),
+            accepted_draft_steps=accepted,
+            rejected_draft_steps=rejected,
+            switches=switches,
+            extra={"completed": len(pool), "drafting": drafting, "log_ratio": o.log_ratio},
+        )
