@@ -1,0 +1,221 @@
+"""The ``specs bench``, ``specs sweep`` and ``specs report`` commands.
+
+Mounted on the main ``specs`` command by :func:`add_commands`. Errors are raised as
+:class:`~specs_core.errors.SpecsError` subclasses; the main command shows them as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from specs_core.errors import InvalidInputError
+from specs_core.eval.datasets import (
+    BUILTIN_DATASETS,
+    FILE_DATASETS,
+    Problem,
+    load_dataset,
+    select_subset,
+)
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger(__name__)
+
+_DATASETS = ", ".join([*BUILTIN_DATASETS, *FILE_DATASETS])
+
+DatasetOption = Annotated[
+    str,
+    typer.Option(
+        "--dataset", "-d", help=f"A set ({_DATASETS}) or the path of a .jsonl/.json file."
+    ),
+]
+PolicyOption = Annotated[
+    str | None, typer.Option("--policy", "-p", help="A registered policy (default: the config's).")
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config (default: SPECS on the embedded models)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+]
+LimitOption = Annotated[
+    int | None, typer.Option("--limit", "-n", help="Solve a seeded sample of N problems.")
+]
+SeedOption = Annotated[
+    int, typer.Option("--sample-seed", help="Seed of the --limit sample (stable across runs).")
+]
+DataFileOption = Annotated[
+    Path | None,
+    typer.Option("--data-file", help="The file of olympiadbench/aime, or a replacement file."),
+]
+FieldOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--field", help="For a .jsonl dataset: question=COL, answer=COL, id=COL (repeatable)."
+    ),
+]
+FormatOption = Annotated[
+    str | None,
+    typer.Option("--answer-format", help="For a .jsonl dataset: math, gsm8k or numeric."),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Delete a previous run in --out and start over.")
+]
+RetryOption = Annotated[
+    bool, typer.Option("--retry-errors", help="When resuming, solve again problems that raised.")
+]
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
+]
+WarmupOption = Annotated[
+    bool,
+    typer.Option(
+        "--warmup/--no-warmup",
+        help="Solve one untimed question first so that model loading is not timed.",
+    ),
+]
+
+
+def _fields(items: list[str] | None) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in items or []:
+        key, sep, column = item.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise InvalidInputError(f"--field {item!r} must look like question=COLUMN")
+        fields[key.strip()] = column.strip()
+    return fields
+
+
+def _problems(
+    dataset: str,
+    data_file: Path | None,
+    fields: list[str] | None,
+    answer_format: str | None,
+    limit: int | None,
+    seed: int,
+) -> tuple[str, list[Problem]]:
+    problems = load_dataset(
+        dataset, data_file=data_file, fields=_fields(fields), answer_format=answer_format
+    )
+    if not problems:
+        raise InvalidInputError(f"dataset {dataset!r} holds no problems")
+    name = problems[0].dataset
+    return name, select_subset(problems, limit, seed)
+
+
+def bench(
+    dataset: DatasetOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The run directory.")],
+    policy: PolicyOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    limit: LimitOption = None,
+    sample_seed: SeedOption = 0,
+    data_file: DataFileOption = None,
+    field: FieldOption = None,
+    answer_format: FormatOption = None,
+    force: ForceOption = False,
+    retry_errors: RetryOption = False,
+    progress: ProgressOption = True,
+    warmup: WarmupOption = True,
+) -> None:
+    """Solve a dataset (or a seeded subset) with one policy; resumable, results in --out."""
+    from specs_core.eval.sweep import RunOptions, bench_spec, resolve_config, run_one
+
+    name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
+    resolved = resolve_config(config, policy, overrides or [])
+    spec = bench_spec(resolved, name, problems, limit=limit, sample_seed=sample_seed)
+    run = RunOptions(force=force, retry_errors=retry_errors, progress=progress, warmup=warmup)
+    summary = run_one(resolved, spec, out, run)
+    typer.echo(_summary_line(summary, out))
+
+
+def _summary_line(summary: dict[str, Any], out: Path) -> str:
+    acc = summary["accuracy"]
+    ci = summary["accuracy_ci95"]
+    mean = summary["latency_s"]["mean"]
+    parts = [
+        f"{summary['dataset']} {summary['policy']}: {summary['n']}/{summary['subset_size']} done",
+        "accuracy -" if acc is None else f"accuracy {acc:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]",
+        "mean latency -" if mean is None else f"mean latency {mean:.2f}s",
+    ]
+    if summary["n_errors"]:
+        parts.append(f"{summary['n_errors']} errors")
+    return ", ".join(parts) + f" -> {out / 'summary.json'}"
+
+
+def sweep(
+    dataset: DatasetOption,
+    param: Annotated[
+        str, typer.Option("--param", help="The config key to vary, e.g. policy.tau_acc.")
+    ],
+    values: Annotated[str, typer.Option("--values", help="Comma-separated values, e.g. 5,7,9.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The sweep directory.")],
+    policy: PolicyOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    limit: LimitOption = None,
+    sample_seed: SeedOption = 0,
+    data_file: DataFileOption = None,
+    field: FieldOption = None,
+    answer_format: FormatOption = None,
+    force: ForceOption = False,
+    retry_errors: RetryOption = False,
+    progress: ProgressOption = True,
+    warmup: WarmupOption = True,
+) -> None:
+    """One bench run per value of a config key (OUT/KEY=VALUE), then OUT/report.md and plots."""
+    from specs_core.eval.sweep import RunOptions, parse_values, resolve_config, run_sweep
+
+    name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
+    resolved = resolve_config(config, policy, overrides or [])
+    run = RunOptions(force=force, retry_errors=retry_errors, progress=progress, warmup=warmup)
+    dirs = run_sweep(
+        resolved,
+        param,
+        parse_values(values),
+        name,
+        problems,
+        out,
+        limit=limit,
+        sample_seed=sample_seed,
+        run=run,
+    )
+    typer.echo(f"{len(dirs)} runs; report: {out / 'report.md'}, plots: {out / 'plots'}")
+
+
+def report(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories, or sweep directories holding runs.")
+    ],
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", "-b", help="The baseline run (default: first).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the markdown here (else stdout).")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option("--plots", help="Write the two PNG plots in this directory.")
+    ] = None,
+) -> None:
+    """Compare runs side by side: markdown table and PNG plots, from results.jsonl only."""
+    from specs_core.eval.report import write_report
+
+    text = write_report(runs, baseline=baseline, out=out, plots=plots)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"report: {out}" + (f", plots: {plots}" if plots else ""))
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Add ``bench``, ``sweep`` and ``report`` to a typer application."""
+    app.command("bench")(bench)
+    app.command("sweep")(sweep)
+    app.command("report")(report)

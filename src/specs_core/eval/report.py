@@ -1,0 +1,328 @@
+"""Comparing runs: a markdown table and PNG plots, computed from ``results.jsonl`` files only.
+
+No model is loaded: a report can be made from committed results on any machine.
+
+The table gives, per run: accuracy with its 95% Wilson interval; mean and median latency; the
+latency ratio (the run's mean latency over the baseline's: below 1 is faster); the paired
+accuracy difference against the baseline on the problems both runs solved, with Agresti-Min's
+95% interval and the exact McNemar p-value; the draft-step share; and the acceptance rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specs_core.errors import InvalidInputError, SpecsError
+from specs_core.eval.results import ResultsLog, summarize
+from specs_core.eval.stats import PairedDifference, paired_difference
+from specs_core.types import PHASES
+
+__all__ = [
+    "Run",
+    "find_run_dirs",
+    "load_run",
+    "pareto_front",
+    "plot_accuracy_latency",
+    "plot_latency_phases",
+    "render_markdown",
+    "write_report",
+]
+
+RESULTS = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished (or partial) run, read from its directory.
+
+    Attributes:
+        name: the label used in tables and plots.
+        path: the run directory.
+        rows: the rows of ``results.jsonl``.
+        summary: figures recomputed from ``rows``.
+    """
+
+    name: str
+    path: Path
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def correct_by_problem(self) -> dict[tuple[str, str], bool]:
+        """``(dataset, id) -> correct`` for every row."""
+        return {(str(r.get("dataset")), str(r["id"])): bool(r.get("correct")) for r in self.rows}
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories among ``paths``: each path itself, or its subdirectories holding runs (a
+    sweep's output).
+
+    Raises:
+        InvalidInputError: a path holds no run.
+    """
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if (path / RESULTS).is_file():
+            found.append(path)
+            continue
+        children = (
+            sorted(d for d in path.iterdir() if (d / RESULTS).is_file()) if path.is_dir() else []
+        )
+        if not children:
+            raise InvalidInputError(
+                f"{path} holds no {RESULTS} (nor do its subdirectories); pass a run directory "
+                "written by specs bench or specs sweep"
+            )
+        found.extend(children)
+    return found
+
+
+def load_run(path: str | Path, name: str | None = None) -> Run:
+    """Read a run directory (read-only: a torn last line is skipped, not repaired)."""
+    path = Path(path)
+    rows = ResultsLog(path / RESULTS).load(repair=False)
+    meta: dict[str, Any] = {}
+    run_file = path / "run.json"
+    if run_file.is_file():
+        meta = json.loads(run_file.read_text(encoding="utf-8"))
+    meta.setdefault("dataset", rows[0].get("dataset") if rows else None)
+    meta.setdefault("policy", rows[0].get("policy") if rows else None)
+    meta.pop("created", None)
+    size = meta.get("subset_size")
+    summary = summarize(rows, **meta, complete=size is None or len(rows) >= int(size))
+    return Run(name or path.name, path, rows, summary)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _paired(run: Run, baseline: Run) -> PairedDifference | None:
+    mine, base = run.correct_by_problem(), baseline.correct_by_problem()
+    shared = sorted(set(mine) & set(base))
+    if not shared:
+        return None
+    return paired_difference([mine[k] for k in shared], [base[k] for k in shared])
+
+
+def _paired_text(diff: PairedDifference | None) -> str:
+    if diff is None:
+        return "no shared problems"
+    return (
+        f"{100 * diff.difference:+.1f} pp [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]; "
+        f"p={diff.p_value:.2g} (n={diff.n})"
+    )
+
+
+def _n_text(run: Run) -> str:
+    s = run.summary
+    text = str(s["n"])
+    size = s.get("subset_size")
+    if size is not None and s["n"] < int(size):
+        text = f"{s['n']}/{size} (incomplete)"
+    if s["n_errors"]:
+        text += f", {s['n_errors']} errors"
+    return text
+
+
+def render_markdown(runs: Sequence[Run], baseline: Run) -> str:
+    """The comparison tables of ``runs`` against ``baseline`` as markdown."""
+    base_lat = baseline.summary["latency_s"]["mean"]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Baseline: `{baseline.name}` ({baseline.path}).",
+        "",
+        "| run | policy | dataset | n | accuracy (95% CI) | mean latency (s) "
+        "| median latency (s) | latency ratio | Δ accuracy vs baseline (95% CI; p) "
+        "| draft-step share | acceptance rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        s = run.summary
+        ci = s["accuracy_ci95"]
+        acc = "–" if ci is None else f"{_pct(s['accuracy'])} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        mean = s["latency_s"]["mean"]
+        ratio = "–" if mean is None or not base_lat else f"{mean / base_lat:.2f}×"
+        paired = "baseline" if run is baseline else _paired_text(_paired(run, baseline))
+        lines.append(
+            f"| {run.name} | {s.get('policy') or '–'} | {s.get('dataset') or '–'} | "
+            f"{_n_text(run)} | {acc} | {_secs(mean)} | {_secs(s['latency_s']['median'])} | "
+            f"{ratio} | {paired} | {_pct(s['draft_step_share'])} | {_pct(s['acceptance_rate'])} |"
+        )
+    lines += [
+        "",
+        "Latency ratio: the run's mean latency over the baseline's (below 1 is faster). "
+        "Δ accuracy: paired difference in percentage points on the problems both runs attempted, "
+        "with Agresti-Min's 95% interval and the exact McNemar p-value. Draft-step share: "
+        "committed steps written by the draft; acceptance rate: accepted over proposed draft "
+        "steps. Problems that raised count as wrong and are left out of latency figures.",
+        "",
+        "## Mean latency per phase (s)",
+        "",
+        "Phases can overlap (the target and the reward model score concurrently); overhead is "
+        "the time covered by no phase.",
+        "",
+        "| run | " + " | ".join(PHASES) + " | total |",
+        "|---|" + "---|" * (len(PHASES) + 1),
+    ]
+    for run in runs:
+        phases = run.summary["latency_by_phase_s"]
+        cells = " | ".join(_secs(phases.get(p)) for p in PHASES)
+        lines.append(f"| {run.name} | {cells} | {_secs(run.summary['latency_s']['mean'])} |")
+    lines += [
+        "",
+        "## Tokens per problem",
+        "",
+        "| run | model | prompt | generated | cached |",
+        "|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for model, t in sorted(run.summary["tokens_per_problem"].items()):
+            lines.append(
+                f"| {run.name} | {model} | {t['prompt']:.0f} | {t['generated']:.0f} | "
+                f"{t['cached']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower x (latency) and higher y
+    (accuracy), sorted by x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (ox <= x and oy >= y) and (ox < x or oy > y)
+            for j, (ox, oy) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise SpecsError("plots need matplotlib: pip install 'specs[eval]'") from e
+    return Figure(figsize=(width, height), dpi=120, layout="constrained")
+
+
+def plot_accuracy_latency(runs: Sequence[Run], path: Path) -> Path:
+    """Accuracy against mean latency, one point per run, the Pareto frontier highlighted."""
+    timed = [r for r in runs if r.summary["latency_s"]["mean"] is not None and r.summary["n"]]
+    fig = _figure(7.0, 4.8)
+    ax = fig.add_subplot()
+    points = [(r.summary["latency_s"]["mean"], r.summary["accuracy"]) for r in timed]
+    front = set(pareto_front(points))
+    for i, (run, (x, y)) in enumerate(zip(timed, points, strict=True)):
+        lo, hi = run.summary["accuracy_ci95"]
+        on_front = i in front
+        ax.errorbar(
+            x,
+            100 * y,
+            yerr=[[100 * max(0.0, y - lo)], [100 * max(0.0, hi - y)]],
+            fmt="o",
+            color="tab:red" if on_front else "tab:blue",
+            capsize=3,
+            alpha=0.9,
+        )
+        ax.annotate(run.name, (x, 100 * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if front:
+        ordered = sorted(front, key=lambda i: points[i])
+        ax.step(
+            [points[i][0] for i in ordered],
+            [100 * points[i][1] for i in ordered],
+            where="post",
+            color="tab:red",
+            linewidth=1.2,
+            label="Pareto frontier",
+        )
+        ax.legend(loc="lower right")
+    ax.set_xlabel("mean latency per problem (s)")
+    ax.set_ylabel("accuracy (%), 95% Wilson interval")
+    ax.set_title("Accuracy vs latency")
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path)
+    return path
+
+
+def plot_latency_phases(runs: Sequence[Run], path: Path) -> Path:
+    """Mean latency per phase, one stacked bar per run (a dot marks the mean total)."""
+    fig = _figure(8.0, 1.2 + 0.5 * max(len(runs), 1))
+    ax = fig.add_subplot()
+    names = [r.name for r in runs]
+    left = [0.0] * len(runs)
+    for phase in PHASES:
+        widths = [r.summary["latency_by_phase_s"].get(phase) or 0.0 for r in runs]
+        ax.barh(names, widths, left=left, label=phase)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    totals = [r.summary["latency_s"]["mean"] or 0.0 for r in runs]
+    ax.plot(totals, names, "k|", markersize=14, label="total (wall)")
+    ax.invert_yaxis()
+    ax.set_xlabel("mean seconds per problem (phases can overlap)")
+    ax.set_title("Latency by phase")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(path)
+    return path
+
+
+def write_report(
+    paths: Sequence[str | Path],
+    *,
+    baseline: str | Path | None = None,
+    out: str | Path | None = None,
+    plots: str | Path | None = None,
+) -> str:
+    """Compare run directories; write the markdown and, with ``plots``, two PNG files.
+
+    Args:
+        paths: run directories, or directories of runs (a sweep).
+        baseline: the baseline run's directory (default: the first run).
+        out: where to write the markdown (also returned).
+        plots: a directory for ``accuracy_vs_latency.png`` and ``latency_by_phase.png``.
+
+    Raises:
+        InvalidInputError: a path holds no run, or the baseline is not among the runs.
+    """
+    dirs = find_run_dirs(paths)
+    if baseline is not None and Path(baseline).resolve() not in {d.resolve() for d in dirs}:
+        dirs = [*find_run_dirs([baseline]), *dirs]
+    runs = [load_run(d, name) for d, name in zip(dirs, _unique_names(dirs), strict=True)]
+    base = runs[0]
+    if baseline is not None:
+        wanted = Path(baseline).resolve()
+        base = next(r for r in runs if r.path.resolve() == wanted)
+    text = render_markdown(runs, base)
+    if plots is not None:
+        plot_dir = Path(plots)
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        acc = plot_accuracy_latency(runs, plot_dir / "accuracy_vs_latency.png")
+        phases = plot_latency_phases(runs, plot_dir / "latency_by_phase.png")
+        where = Path(out).parent if out is not None else Path.cwd()
+        links = [os.path.relpath(p.resolve(), where.resolve()) for p in (acc, phases)]
+        text += f"\n![accuracy vs latency]({links[0]})\n\n![latency by phase]({links[1]})\n"
+    if out is not None:
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text, encoding="utf-8")
+    return text

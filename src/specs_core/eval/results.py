@@ -1,0 +1,252 @@
+"""Per-problem result rows, the append-only ``results.jsonl`` log, and run summaries.
+
+``results.jsonl`` is the source of truth of a run: one JSON object per problem, appended and
+flushed to disk as each problem finishes. ``summary.json`` is recomputed from it by
+:func:`summarize` (and so can always be rebuilt).
+
+Row fields: ``id``, ``index``, ``dataset``, ``question``, ``gold``, ``policy``, ``fingerprint``,
+``answer`` (the policy's), ``extracted``, ``parsed``, ``correct``, ``grade_reason``,
+``latency_s`` (``total`` and one key per phase), ``wall_s``, ``tokens`` (per model: prompt,
+generated, cached, calls), ``draft_steps``, ``target_steps``, ``accepted_draft_steps``,
+``rejected_draft_steps``, ``switches``, ``finished``, ``final_score``, ``error`` and ``text``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from specs_core.errors import InvalidInputError
+from specs_core.eval.datasets import Problem
+from specs_core.eval.grading import Grade
+from specs_core.eval.stats import quantile, wilson
+from specs_core.types import PHASES, SearchResult
+
+__all__ = ["ResultsLog", "error_row", "result_row", "summarize"]
+
+log = logging.getLogger(__name__)
+
+_TOKEN_KEYS = ("prompt", "generated", "cached", "calls")
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no infinities or NaN: store them as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _base_row(problem: Problem, index: int, policy: str, fingerprint: str) -> dict[str, Any]:
+    return {
+        "id": problem.id,
+        "index": index,
+        "dataset": problem.dataset,
+        "question": problem.question,
+        "gold": problem.answer,
+        "policy": policy,
+        "fingerprint": fingerprint,
+    }
+
+
+def result_row(
+    problem: Problem,
+    index: int,
+    result: SearchResult,
+    grade: Grade,
+    *,
+    fingerprint: str,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The row of a solved problem."""
+    usage = result.usage
+    return {
+        **_base_row(problem, index, result.policy, fingerprint),
+        "answer": result.answer,
+        "extracted": grade.extracted,
+        "parsed": grade.parsed,
+        "correct": grade.correct,
+        "grade_reason": grade.reason,
+        "latency_s": {k: float(v) for k, v in usage.latency_s.items()},
+        "wall_s": wall_s,
+        "tokens": {model: u.as_dict() for model, u in usage.tokens.items()},
+        "draft_steps": result.draft_steps,
+        "target_steps": result.target_steps,
+        "accepted_draft_steps": result.accepted_draft_steps,
+        "rejected_draft_steps": result.rejected_draft_steps,
+        "switches": result.switches,
+        "finished": result.finished,
+        "final_score": _finite(result.final_score),
+        "error": None,
+        "text": result.text,
+    }
+
+
+def error_row(
+    problem: Problem,
+    index: int,
+    error: BaseException,
+    *,
+    policy: str,
+    fingerprint: str,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The row of a problem whose solve raised: counted as wrong, kept out of latency figures."""
+    return {
+        **_base_row(problem, index, policy, fingerprint),
+        "answer": None,
+        "extracted": None,
+        "parsed": None,
+        "correct": False,
+        "grade_reason": "error",
+        "latency_s": {},
+        "wall_s": wall_s,
+        "tokens": {},
+        "draft_steps": 0,
+        "target_steps": 0,
+        "accepted_draft_steps": 0,
+        "rejected_draft_steps": 0,
+        "switches": 0,
+        "finished": False,
+        "final_score": None,
+        "error": f"{type(error).__name__}: {error}",
+        "text": "",
+    }
+
+
+class ResultsLog:
+    """The append-only ``results.jsonl`` of one run.
+
+    Args:
+        path: the file (created on the first append).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, *, repair: bool = True) -> list[dict[str, Any]]:
+        """Read every row, dropping a torn last line left by a killed run.
+
+        A last line that is not valid JSON (the process died while writing it) is dropped; with
+        ``repair`` the file is rewritten without it, so the next append starts on a clean line.
+
+        Raises:
+            InvalidInputError: a line other than the last is not a JSON object.
+        """
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        rows: list[dict[str, Any]] = []
+        torn = False
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                if all(not rest.strip() for rest in lines[number:]):
+                    torn = True
+                    log.warning("%s: dropping a torn last line (interrupted run)", self.path)
+                    break
+                raise InvalidInputError(
+                    f"{self.path}:{number} is not a JSON object ({e}); the file is damaged: "
+                    "fix or remove that line, or start over with --force"
+                ) from e
+            rows.append(row)
+        if repair and (torn or (raw and not raw.endswith(b"\n"))):
+            self.rewrite(rows)
+        return rows
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the file's content with ``rows`` atomically."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append one row and force it to disk before returning."""
+        line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], **meta: Any) -> dict[str, Any]:
+    """The figures of a run, computed from its rows only.
+
+    Accuracy counts error rows as wrong; latency, tokens and step figures use the rows that
+    finished without error. ``draft_step_share`` is draft-written steps over all committed steps,
+    and ``acceptance_rate`` accepted over accepted plus rejected draft steps, both pooled over
+    problems (``None`` when there is nothing to divide).
+
+    Args:
+        rows: the rows of ``results.jsonl``.
+        **meta: run facts copied into the summary first (dataset, policy, fingerprint, ...).
+    """
+    rows = list(rows)
+    ok = [r for r in rows if not r.get("error")]
+    n = len(rows)
+    n_correct = sum(1 for r in rows if r.get("correct"))
+    totals = [float(r["latency_s"]["total"]) for r in ok if "total" in r.get("latency_s", {})]
+    phases = {
+        p: _mean([float(r["latency_s"].get(p, 0.0)) for r in ok if r.get("latency_s")])
+        for p in PHASES
+    }
+    tokens: dict[str, dict[str, int]] = {}
+    for r in ok:
+        for model, counts in r.get("tokens", {}).items():
+            slot = tokens.setdefault(model, dict.fromkeys(_TOKEN_KEYS, 0))
+            for key in _TOKEN_KEYS:
+                slot[key] += int(counts.get(key, 0))
+    step_keys = ("draft_steps", "target_steps", "accepted_draft_steps", "rejected_draft_steps")
+    steps = {k: sum(int(r.get(k, 0)) for r in ok) for k in (*step_keys, "switches")}
+    low, high = wilson(n_correct, n)
+    return {
+        **meta,
+        "n": n,
+        "n_correct": n_correct,
+        "n_errors": n - len(ok),
+        "accuracy": n_correct / n if n else None,
+        "accuracy_ci95": [low, high] if n else None,
+        "latency_s": {
+            "mean": _mean(totals),
+            "median": quantile(totals, 0.5) if totals else None,
+            "p90": quantile(totals, 0.9) if totals else None,
+            "min": min(totals) if totals else None,
+            "max": max(totals) if totals else None,
+            "sum": sum(totals),
+        },
+        "latency_by_phase_s": phases,
+        "tokens": tokens,
+        "tokens_per_problem": {
+            model: {k: v / len(ok) for k, v in counts.items()} for model, counts in tokens.items()
+        },
+        "steps": steps,
+        "draft_step_share": _ratio(
+            steps["draft_steps"], steps["draft_steps"] + steps["target_steps"]
+        ),
+        "acceptance_rate": _ratio(
+            steps["accepted_draft_steps"],
+            steps["accepted_draft_steps"] + steps["rejected_draft_steps"],
+        ),
+    }

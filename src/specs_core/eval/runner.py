@@ -1,0 +1,271 @@
+"""The benchmark runner: solve a subset of a set with one policy, resumably.
+
+A run lives in one directory:
+
+- ``config.yaml``: the resolved configuration that was run;
+- ``run.json``: the run's identity (dataset, subset, policy, fingerprint);
+- ``results.jsonl``: one row per problem, appended and flushed as each finishes;
+- ``summary.json``: the figures of :func:`specs_core.eval.results.summarize`.
+
+Starting a run in a directory that already holds one resumes it: problems already in
+``results.jsonl`` are skipped, a torn last line from a killed run is dropped, and a different
+configuration or subset (a different fingerprint) is refused unless ``force`` starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from specs_core.errors import (
+    BackendUnavailableError,
+    CapabilityError,
+    ConfigError,
+    ModelNotFoundError,
+    PluginError,
+    SpecsError,
+)
+from specs_core.eval.datasets import Problem, dataset_digest
+from specs_core.eval.grading import grade_problem
+from specs_core.eval.results import ResultsLog, error_row, result_row, summarize
+from specs_core.types import SearchResult
+
+__all__ = [
+    "FATAL_ERRORS",
+    "WARMUP_QUESTION",
+    "BenchSpec",
+    "Solver",
+    "fingerprint",
+    "run_bench",
+]
+
+log = logging.getLogger(__name__)
+
+#: Errors that stop a run instead of being recorded: they would fail every problem alike.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    PluginError,
+    BackendUnavailableError,
+    ModelNotFoundError,
+    CapabilityError,
+)
+
+#: Solved once, unrecorded, before the first timed problem so that model loading is not timed.
+WARMUP_QUESTION = "What is 1 + 1?"
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+
+
+class Solver(Protocol):
+    """What the runner needs: :class:`specs_core.Specs` or anything with its ``solve``."""
+
+    def solve(
+        self,
+        question: str,
+        *,
+        policy: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Solve one question with a policy and its options."""
+        ...
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What one run solves and how.
+
+    Attributes:
+        dataset: the set's name.
+        problems: the subset to solve, in order.
+        policy: the policy name passed to ``solve``.
+        options: the policy options passed to ``solve`` (``None``: the solver's default).
+        config: the resolved configuration as plain data (written to ``config.yaml`` and part of
+            the fingerprint).
+        limit: the ``--limit`` that chose the subset (``None``: every problem).
+        sample_seed: the seed that chose the subset.
+    """
+
+    dataset: str
+    problems: Sequence[Problem]
+    policy: str
+    options: Mapping[str, Any] | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    sample_seed: int = 0
+
+
+def fingerprint(spec: BenchSpec) -> str:
+    """A hash of the resolved config, the policy and its options, and the problem subset."""
+    payload = {
+        "config": spec.config,
+        "policy": spec.policy,
+        "options": dict(spec.options) if spec.options is not None else None,
+        "dataset": spec.dataset,
+        "subset": dataset_digest(spec.problems),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _run_meta(spec: BenchSpec, fp: str) -> dict[str, Any]:
+    return {
+        "dataset": spec.dataset,
+        "policy": spec.policy,
+        "fingerprint": fp,
+        "subset_size": len(spec.problems),
+        "limit": spec.limit,
+        "sample_seed": spec.sample_seed,
+    }
+
+
+def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
+    """Create or check the run directory; with ``force`` clear a previous run."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_FILE
+    if force:
+        for name in (RESULTS_FILE, SUMMARY_FILE, RUN_FILE, CONFIG_FILE):
+            (out / name).unlink(missing_ok=True)
+    if run_file.exists():
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        except (ValueError, AttributeError) as e:
+            raise ConfigError(f"{run_file} is damaged ({e}); use a new --out or --force") from e
+        if previous != fp:
+            raise ConfigError(
+                f"{out} holds a run with a different config, policy or subset (fingerprint "
+                f"{previous} != {fp}); use a new --out directory, or --force to start over"
+            )
+    elif (out / RESULTS_FILE).exists() and (out / RESULTS_FILE).stat().st_size:
+        raise ConfigError(
+            f"{out} holds results.jsonl without run.json; use a new --out or --force to start over"
+        )
+    meta = _run_meta(spec, fp) | {"created": datetime.now(UTC).isoformat(timespec="seconds")}
+    if not run_file.exists():
+        _write_json(run_file, meta)
+    (out / CONFIG_FILE).write_text(
+        yaml.safe_dump(dict(spec.config), sort_keys=False), encoding="utf-8"
+    )
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError as e:
+        raise SpecsError("progress bars need tqdm: pip install 'specs[eval]'") from e
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="problem",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def _postfix(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    acc = sum(1 for r in rows if r.get("correct")) / len(rows)
+    totals = [r["latency_s"]["total"] for r in rows if "total" in r.get("latency_s", {})]
+    lat = f"{sum(totals) / len(totals):.2f}s" if totals else "-"
+    errors = sum(1 for r in rows if r.get("error"))
+    return f"acc {acc:.1%} lat {lat}" + (f" err {errors}" if errors else "")
+
+
+def run_bench(
+    solver: Solver,
+    spec: BenchSpec,
+    out: str | Path,
+    *,
+    force: bool = False,
+    retry_errors: bool = False,
+    progress: bool = True,
+    warmup: bool = False,
+) -> dict[str, Any]:
+    """Solve every problem of ``spec`` not yet in ``out``, and write the summary.
+
+    Args:
+        solver: a :class:`specs_core.Specs` (or anything with its ``solve``).
+        spec: the dataset subset, policy and resolved config.
+        out: the run directory.
+        force: delete a previous run in ``out`` and start over.
+        retry_errors: solve again the problems whose earlier attempt raised.
+        progress: show a progress bar with running accuracy and mean latency on stderr.
+        warmup: solve :data:`WARMUP_QUESTION` once, unrecorded, before the first problem.
+
+    Returns:
+        The summary (also written to ``out/summary.json``).
+
+    Raises:
+        ConfigError: ``out`` holds a different run (use another directory or ``force``).
+        SpecsError: a configuration, plugin or model error (see :data:`FATAL_ERRORS`) stops the
+            run; problems already finished stay recorded.
+    """
+    out = Path(out)
+    fp = fingerprint(spec)
+    _prepare(out, spec, fp, force)
+    results = ResultsLog(out / RESULTS_FILE)
+    wanted = {p.id for p in spec.problems}
+    rows = [r for r in results.load() if r.get("id") in wanted]
+    if retry_errors and any(r.get("error") for r in rows):
+        rows = [r for r in rows if not r.get("error")]
+        results.rewrite(rows)
+    done = {r["id"] for r in rows}
+    todo = [(i, p) for i, p in enumerate(spec.problems) if p.id not in done]
+    if done:
+        log.info("%s: resuming, %d of %d problems already done", out, len(done), len(spec.problems))
+    meta = _run_meta(spec, fp)
+    bar = _progress(len(spec.problems), len(done), f"{spec.dataset} {spec.policy}", progress)
+    bar.set_postfix_str(_postfix(rows))
+    try:
+        if todo and warmup:
+            solver.solve(WARMUP_QUESTION, policy=spec.policy, options=spec.options)
+        for index, problem in todo:
+            start = time.perf_counter()
+            try:
+                result = solver.solve(problem.question, policy=spec.policy, options=spec.options)
+            except FATAL_ERRORS:
+                raise
+            except Exception as e:
+                log.warning("problem %s raised %s: %s", problem.id, type(e).__name__, e)
+                row = error_row(
+                    problem,
+                    index,
+                    e,
+                    policy=spec.policy,
+                    fingerprint=fp,
+                    wall_s=time.perf_counter() - start,
+                )
+            else:
+                wall = time.perf_counter() - start
+                verdict = grade_problem(problem, result.text or (result.answer or ""))
+                row = result_row(problem, index, result, verdict, fingerprint=fp, wall_s=wall)
+            results.append(row)
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix_str(_postfix(rows))
+    finally:
+        bar.close()
+        summary = summarize(rows, **meta, complete=len(rows) == len(spec.problems))
+        _write_json(out / SUMMARY_FILE, summary)
+    return summary
