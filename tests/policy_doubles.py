@@ -59,7 +59,9 @@ class ScriptedModel:
     score_calls: list[tuple[list[Prompt], list[str]]] = field(default_factory=list)
     closed: bool = False
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[list[Completion]]:
         self.generate_calls.append((list(prompts), params))
         self.events.append(("generate", self.name, *(p.partial for p in prompts)))
         out = []
@@ -82,7 +84,9 @@ class ScriptedModel:
             )
         return out
 
-    def logprobs(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenLogprobs]:
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs]:
         self.score_calls.append((list(prompts), list(continuations)))
         self.events.append(("score", self.name))
         if self.on_score is not None:
@@ -90,7 +94,8 @@ class ScriptedModel:
         out = []
         for p, text in zip(prompts, continuations, strict=True):
             lps = tuple(self.scores[text])
-            out.append(TokenLogprobs(tuple(range(len(lps))), lps, prompt_tokens=10 + len(p.partial)))
+            ids = tuple(range(len(lps)))
+            out.append(TokenLogprobs(ids, lps, prompt_tokens=10 + len(p.partial)))
         return out
 
     def close(self) -> None:

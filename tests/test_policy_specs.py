@@ -1,4 +1,4 @@
-"""SPECS decisions on scripted test doubles: acceptance, switching, selection and the four defects."""
+"""SPECS decisions on scripted test doubles: acceptance, switching, selection, the 4 defects."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import threading
 from collections import Counter
 
 import pytest
-from policy_doubles import LENGTH, ScriptedModel, ScriptedReward, cand
-
 from specs_core.errors import CapabilityError, ConfigError
 from specs_core.plugins import Roles
 from specs_core.policies import SpecsOptions, SpecsPolicy
 from specs_core.protocols import Capabilities
 from specs_core.types import StepSource
+
+from policy_doubles import LENGTH, ScriptedModel, ScriptedReward, cand
 
 
 def run_specs(draft, target, reward, on_step=None, **options):
@@ -43,7 +43,9 @@ def test_rejected_finished_draft_never_enters_the_pool():
 def _mixed_scale_case():
     target = ScriptedModel("tgt", script={"": [cand("A \\boxed{1}"), cand("B\n\n")]},
                            scores={"C \\boxed{2}": [-0.5], "D\n\n": [-10.0]})
-    draft = ScriptedModel("drf", script={"B\n\n": [cand("C \\boxed{2}", -3.0), cand("D\n\n", -1.0)]})
+    draft = ScriptedModel(
+        "drf", script={"B\n\n": [cand("C \\boxed{2}", -3.0), cand("D\n\n", -1.0)]}
+    )
     reward = ScriptedReward({"A \\boxed{1}": 0.6, "B": 0.9, "C \\boxed{2}": 0.5, "D": 0.5})
     return draft, target, reward
 
@@ -145,8 +147,9 @@ def test_no_target_reward_above_tau_sw_keeps_the_target_writing():
 
 def _softmax_case():
     texts = ["a \\boxed{1}", "b \\boxed{2}", "c \\boxed{3}"]
+    deltas = (0.0, 0.15, 0.3)  # l_t - l_d of each draft
     target = ScriptedModel("tgt", script={"": [cand("S\n\n"), cand("S2\n\n"), cand("S3\n\n")]},
-                           scores={t: [-1.0 + d] for t, d in zip(texts, (0.0, 0.15, 0.3))})
+                           scores={t: [-1.0 + d] for t, d in zip(texts, deltas, strict=True)})
     draft = ScriptedModel("drf", script={"S\n\n": [cand(t, -1.0) for t in texts]})
     reward = ScriptedReward({"S": 0.9, "S2": 0.1, "S3": 0.1, **{t: 0.75 for t in texts}})
     return texts, draft, target, reward
