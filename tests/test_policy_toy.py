@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from specs_core import Specs
@@ -217,3 +218,11 @@ def test_infinite_thresholds_come_through_config_overrides():
     with Specs.from_config({**TOY, "policy": {"name": "specs"}}, overrides) as specs:
         result = specs.solve(QUESTIONS[2])
     assert result.draft_steps == 0 and result.extra["drafting"] is False
+
+
+def test_the_policy_guide_documents_every_policy_and_option(registry):
+    guide = (Path(__file__).parents[1] / "docs" / "policies.md").read_text(encoding="utf-8")
+    for name, spec in registry.policies.items():
+        assert f"`{name}`" in guide, name
+        for option in spec.options.model_fields:
+            assert f"`{option}`" in guide, (name, option)
