@@ -9,6 +9,7 @@ that may run on either model take a ``model`` option and come in two registratio
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,16 +45,25 @@ def _single_model(
     return factory
 
 
-_SINGLE_MODEL: tuple[tuple[str, Callable[..., Policy], type[BaseModel], type[BaseModel], bool, str],
-                     ...] = (
-    ("beam_search", BeamSearchPolicy, BeamSearchOptions, DraftBeamSearchOptions, True,
-     "step-level beam search ranked by the reward model (m=1: the paper's baseline)"),
-    ("best_of_n", BestOfNPolicy, BestOfNOptions, DraftBestOfNOptions, True,
-     "n whole solutions ranked by aggregated step rewards (or weighted majority)"),
-    ("majority", MajorityPolicy, MajorityOptions, DraftMajorityOptions, False,
-     "n whole solutions, majority vote of their answers; no reward model"),
-    ("greedy", GreedyPolicy, GreedyOptions, DraftGreedyOptions, False,
-     "one greedy solution; no reward model"),
+@dataclass(frozen=True)
+class _Baseline:
+    name: str
+    policy: Callable[..., Policy]
+    options: type[BaseModel]
+    draft_options: type[BaseModel]
+    needs_reward: bool
+    description: str
+
+
+_BASELINES = (
+    _Baseline("beam_search", BeamSearchPolicy, BeamSearchOptions, DraftBeamSearchOptions, True,
+              "step-level beam search ranked by the reward model (m=1: the paper's baseline)"),
+    _Baseline("best_of_n", BestOfNPolicy, BestOfNOptions, DraftBestOfNOptions, True,
+              "n whole solutions ranked by aggregated step rewards (or weighted majority)"),
+    _Baseline("majority", MajorityPolicy, MajorityOptions, DraftMajorityOptions, False,
+              "n whole solutions, majority vote of their answers; no reward model"),
+    _Baseline("greedy", GreedyPolicy, GreedyOptions, DraftGreedyOptions, False,
+              "one greedy solution; no reward model"),
 )
 
 
@@ -74,20 +84,20 @@ def register_policies(register: RegisterPolicy) -> None:
         roles=("target", "draft", "reward"),
         description="reward-guided speculative decoding: a draft step kept when reward >= delta",
     )
-    for name, policy, options, draft_options, needs_reward, description in _SINGLE_MODEL:
-        reward = ("reward",) if needs_reward else ()
-        draft_name = f"draft_{name}"
+    for b in _BASELINES:
+        reward = ("reward",) if b.needs_reward else ()
+        draft_name = f"draft_{b.name}"
         register(
-            name,
-            _single_model(name, policy, "target", draft_name),
-            options=options,
+            b.name,
+            _single_model(b.name, b.policy, "target", draft_name),
+            options=b.options,
             roles=("target", *reward),
-            description=f"{description}; target model",
+            description=f"{b.description}; target model",
         )
         register(
             draft_name,
-            _single_model(draft_name, policy, "draft", name),
-            options=draft_options,
+            _single_model(draft_name, b.policy, "draft", b.name),
+            options=b.draft_options,
             roles=("draft", *reward),
-            description=f"{description}; draft model",
+            description=f"{b.description}; draft model",
         )
