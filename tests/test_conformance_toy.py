@@ -295,4 +295,4 @@ def test_reward_model_without_score_last_passes() -> None:
         def close(self) -> None:
             pass
 
-    check_reward_model(NoScoreLast())  # type: ignore[arg-type]
+    check_reward_model(NoScoreLast())

@@ -135,6 +135,7 @@ def _class_of(token: int) -> int:
 _BLOCK: tuple[int, ...] = (EOS_ID, *range(_FIRST_WORD, _FIRST_BYTE))
 _BLOCK_CLASSES: tuple[int, ...] = tuple(_class_of(t) for t in _BLOCK)
 _BYTE_LOGIT = -16.0
+_NOISE_SCALE = 1.5  # standard deviation of a variant's own noise per unit of mismatch
 
 
 def _number_value(token: int) -> int | None:
@@ -241,33 +242,56 @@ class _State:
 
 @lru_cache(maxsize=1 << 15)
 def _noise(salt: str, qkey: int, recent: tuple[int, ...]) -> tuple[float, ...]:
-    rng = random.Random(_hash_int(salt, qkey, recent))
-    return tuple(rng.gauss(0.0, 1.0) for _ in _BLOCK)
+    """Unit-variance triangular noise, one value per block token, from a hash of the context."""
+    data = hashlib.shake_128(repr((salt, qkey, recent)).encode("utf-8")).digest(2 * len(_BLOCK))
+    scale = math.sqrt(6.0) / 255.0
+    return tuple((data[i] + data[i + 1] - 255) * scale for i in range(0, len(data), 2))
 
 
-def _structure(cls: int, value: int | None, state: _State, prev: int) -> float:
-    """The grammar part of one block token's logit."""
-    if cls == _EOS:
-        if not state.boxed:
-            return -12.0
-        return 6.0 if prev in (_BOX, _PUNCT_C) or state.pos == 0 else 3.0
-    if state.boxed:  # after the answer only closing punctuation fits
-        return {_PUNCT_C: 1.0, _DELIM: -3.0}.get(cls, -4.0) if prev == _BOX else -4.0
-    if state.pos == 0:
-        return {_START: 3.5, _DELIM: -9.0, _BOX: -6.0}.get(cls, -1.5)
-    if cls == _START:
-        return -5.0
-    if cls == _DELIM:
-        bonus = 2.5 if prev == _PUNCT_C else 0.0
-        return (-5.0 if state.pos < 3 else -2.0 + 1.0 * (state.pos - 3)) + bonus
-    if cls == _BOX:
-        early = 0.0 if state.pos >= 2 else -3.0
-        return -6.5 + 1.7 * min(state.steps, 6) + early + (1.5 if prev == _WORD else 0.0)
-    if cls == _PUNCT_C:
-        return 1.0 if prev in (_NUM, _BOX) else -2.5
-    if cls == _NUM:
-        return {_WORD: 1.2, _NUM: -2.5, _START: -1.0}.get(prev, 0.0)
-    return {_START: 1.5, _NUM: 0.6, _PUNCT_C: -1.0}.get(prev, 0.0)  # _WORD
+@lru_cache(maxsize=4096)
+def _class_biases(steps: int, pos: int, boxed: bool, prev: int) -> tuple[float, ...]:
+    """The grammar part of the logits: one bias per token class."""
+    bias = [0.0] * 8
+    bias[_EOS] = -12.0
+    if boxed:
+        bias[_EOS] = 6.0 if prev in (_BOX, _PUNCT_C) or pos == 0 else 3.0
+        for cls in (_START, _WORD, _NUM, _BOX, _PUNCT_C, _DELIM):
+            bias[cls] = -4.0  # after the answer only closing punctuation fits
+        if prev == _BOX:
+            bias[_PUNCT_C], bias[_DELIM] = 1.0, -3.0
+        return tuple(bias)
+    if pos == 0:
+        bias[_START], bias[_WORD], bias[_NUM] = 3.5, -1.5, -1.5
+        bias[_BOX], bias[_PUNCT_C], bias[_DELIM] = -6.0, -1.5, -9.0
+        return tuple(bias)
+    bias[_START] = -5.0
+    bias[_DELIM] = (-5.0 if pos < 3 else -2.0 + 1.0 * (pos - 3)) + (
+        2.5 if prev == _PUNCT_C else 0.0
+    )
+    bias[_BOX] = (
+        -6.5 + 1.7 * min(steps, 6) + (0.0 if pos >= 2 else -3.0) + (1.5 if prev == _WORD else 0.0)
+    )
+    bias[_PUNCT_C] = 1.0 if prev in (_NUM, _BOX) else -2.5
+    bias[_NUM] = {_WORD: 1.2, _NUM: -2.5, _START: -1.0}.get(prev, 0.0)
+    bias[_WORD] = {_START: 1.5, _NUM: 0.6, _PUNCT_C: -1.0}.get(prev, 0.0)
+    return tuple(bias)
+
+
+@lru_cache(maxsize=1024)
+def _knowledge(answer: int, qnums: frozenset[int], weight: float) -> tuple[float, ...]:
+    """What a model knows about the question: the right answer and the question's numbers."""
+    out = []
+    for token, cls in zip(_BLOCK, _BLOCK_CLASSES, strict=True):
+        value = _number_value(token)
+        if cls == _BOX:
+            out.append(weight * (3.0 if value == answer else -1.5))
+        elif cls == _NUM:
+            out.append(
+                weight * ((1.2 if value in qnums else 0.0) + (0.8 if value == answer else 0.0))
+            )
+        else:
+            out.append(0.0)
+    return tuple(out)
 
 
 @lru_cache(maxsize=1 << 15)
@@ -275,22 +299,14 @@ def _distribution(
     salt: str, mismatch: float, qkey: int, answer: int, qnums: frozenset[int], state: _State
 ) -> tuple[tuple[float, ...], float]:
     """Log-probabilities of the block tokens and of each byte token at ``state``."""
-    shared = _noise("shared", qkey, state.recent)
-    own = _noise(salt, qkey, state.recent) if mismatch else None
-    knows = 1.0 / (1.0 + mismatch)
     prev = _class_of(state.recent[-1]) if state.recent else _OTHER
-    logits: list[float] = []
-    for i, token in enumerate(_BLOCK):
-        cls = _BLOCK_CLASSES[i]
-        value = _number_value(token)
-        logit = 0.8 * shared[i] + _structure(cls, value, state, prev)
-        if own is not None:
-            logit += 1.5 * mismatch * own[i]
-        if cls == _BOX and value is not None:
-            logit += knows * (3.0 if value == answer else -1.5)
-        elif cls == _NUM and value is not None:
-            logit += knows * ((1.2 if value in qnums else 0.0) + (0.8 if value == answer else 0.0))
-        logits.append(logit)
+    bias = _class_biases(min(state.steps, 6), min(state.pos, 30), state.boxed, prev)
+    know = _knowledge(answer, qnums, 1.0 / (1.0 + mismatch))
+    shared = _noise("shared", qkey, state.recent)
+    logits = [0.8 * n + bias[c] + k for n, c, k in zip(shared, _BLOCK_CLASSES, know, strict=True)]
+    if mismatch:
+        own = _noise(salt, qkey, state.recent)
+        logits = [x + _NOISE_SCALE * mismatch * n for x, n in zip(logits, own, strict=True)]
     top = max(logits)
     total = sum(math.exp(x - top) for x in logits) + 256 * math.exp(_BYTE_LOGIT - top)
     log_z = top + math.log(total)
@@ -457,12 +473,13 @@ class ToyLanguageModel:
             return _BLOCK[max(range(len(block)), key=lambda i: (block[i], -i))]
         scaled = [lp / params.temperature for lp in block]
         top = max(scaled)
-        weights = [math.exp(s - top) for s in scaled]
-        order = sorted(range(len(block)), key=lambda i: (-weights[i], i))
+        weights = [math.exp(x - top) for x in scaled]
+        order: Sequence[int] = range(len(block))
         if params.top_p < 1.0:
+            ranked = sorted(order, key=lambda i: (-weights[i], i))
             total = sum(weights)
             kept, mass = [], 0.0
-            for i in order:
+            for i in ranked:
                 kept.append(i)
                 mass += weights[i] / total
                 if mass >= params.top_p:
