@@ -31,7 +31,7 @@ import random
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -164,9 +164,9 @@ class SpecsPolicy:
             target_f = pool.submit(ctx.score, "target", prompts, texts)
             reward_f = pool.submit(ctx.rewards_last, paths)
             draft_f = pool.submit(ctx.score, "draft", prompts, texts) if score_draft else None
-            futures: list[Future[object]] = [target_f, reward_f]  # type: ignore[list-item]
+            futures: list[Future[Any]] = [target_f, reward_f]
             if draft_f is not None:
-                futures.append(draft_f)  # type: ignore[arg-type]
+                futures.append(draft_f)
             wait(futures)
         # .result() re-raises a worker's exception in this thread.
         return target_f.result(), reward_f.result(), draft_f.result() if draft_f else None
