@@ -214,7 +214,8 @@ def test_solutions_are_step_structured_and_end_with_a_boxed_answer(
     params = SamplingParams(n=25, temperature=1.0, max_tokens=400, seed=11)
     right = {}
     for model in (target, draft):
-        steps, correct = Counter(), 0
+        steps: Counter[int] = Counter()
+        correct = 0
         for question, group in zip(
             QUESTIONS, model.generate([Prompt(q) for q in QUESTIONS], params), strict=True
         ):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 
 from specs_core.errors import InvalidInputError
-from specs_core.testing.toy import _hash_int, toy_answer
+from specs_core.testing.toy_tokenizer import _hash_int, toy_answer
 from specs_core.text import extract_boxed
 
 __all__ = ["ToyRewardModel"]
