@@ -1,0 +1,179 @@
+"""The ``sglang-prm`` reward model: a process reward model served by SGLang.
+
+SGLang serves reward models with ``--is-embedding`` and answers ``POST /classify`` with one
+``{"embedding": [...], "meta_info": {...}}`` per text. For Qwen2.5-Math-PRM
+(``Qwen2ForProcessRewardModel``) the embedding is ``[P(correct)]`` at the last token, so the text
+of a partial solution must END with the step tag: each partial solution is rendered as the chat
+prompt (system + question) with the assistant's steps joined by ``step_tag`` and followed by one
+more ``step_tag``, the assistant message left open. One text per partial solution scores its last
+step; :meth:`SGLangRewardModel.score` sends every prefix of every solution in one batched request.
+
+``output`` says how the embedding becomes a reward in [0, 1]: ``probability`` (the first value
+already is one, as for Qwen2.5-Math-PRM), ``sigmoid`` (a single logit, as for outcome reward
+models such as Qwen2.5-Math-RM) or ``softmax`` (class logits; ``label_index`` is the "correct"
+class).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field
+from specs_core.errors import BackendError, ProtocolError
+from specs_core.types import Prompt
+
+from specs_sglang.templates import QWEN25_MATH_SYSTEM, ChatRenderer, build_renderer
+from specs_sglang.transport import HttpOptions, HttpPool, Transport, chunks, field
+
+__all__ = ["SGLangRewardModel", "SGLangRewardOptions"]
+
+
+class SGLangRewardOptions(HttpOptions):
+    """Options of the ``sglang-prm`` reward model (connection options from HttpOptions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    chat_template: str | None = Field(default="qwen2.5", description="how the PRM's input is built")
+    tokenizer: str | None = None
+    system: str | None = QWEN25_MATH_SYSTEM
+    step_tag: str = Field(default="<extra_0>", description="ends every step in the PRM's input")
+    endpoint: str = "/classify"
+    output: Literal["probability", "sigmoid", "softmax"] = "probability"
+    label_index: int = Field(default=1, ge=0)
+    max_batch: int = Field(default=32, ge=1)
+
+
+class SGLangRewardModel:
+    """Rewards each step with a PRM served by SGLang's ``/classify`` endpoint.
+
+    Args:
+        options: validated options.
+        transport: a ready transport (tests); default: an :class:`HttpPool` from options.
+    """
+
+    def __init__(self, options: SGLangRewardOptions, transport: Transport | None = None) -> None:
+        self.options = options
+        self._transport = transport
+        self._renderer: ChatRenderer | None = None
+        self._lock = threading.Lock()
+        self._prompt_tokens = 0
+        self._cached_tokens = 0
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """``options.name`` or ``sglang-prm@<host:port>``."""
+        if self.options.name:
+            return self.options.name
+        urls = self.options.base_urls()
+        return f"sglang-prm@{urlsplit(urls[0]).netloc}" if urls else "sglang-prm"
+
+    def _connect(self) -> tuple[Transport, ChatRenderer]:
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"reward model {self.name!r} is closed")
+            if self._transport is None:
+                self._transport = HttpPool(self.options, backend="sglang-prm", extra="sglang")
+            if self._renderer is None:
+                self._renderer = build_renderer(
+                    self.options.chat_template, self.options.tokenizer, None,
+                    backend="sglang-prm", extra="sglang",
+                )
+            return self._transport, self._renderer
+
+    def render(self, question: str, steps: Sequence[str]) -> str:
+        """The PRM's input for a partial solution: it ends with the step tag."""
+        tag = self.options.step_tag
+        partial = tag.join(s.strip() for s in steps) + tag
+        return self._connect()[1](Prompt(question, partial, self.options.system))
+
+    def _reward(self, embedding: object, where: str) -> float:
+        if not isinstance(embedding, list) or not embedding:
+            raise ProtocolError(f"{where}: 'embedding' must be a non-empty list of numbers")
+        values = []
+        for v in embedding:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ProtocolError(f"{where}: 'embedding' holds {v!r}, not a finite number")
+            values.append(float(v))
+        how = self.options.output
+        if how == "probability":
+            return values[0]
+        if how == "sigmoid":
+            return 1.0 / (1.0 + math.exp(-values[0]))
+        index = self.options.label_index
+        if index >= len(values):
+            raise ProtocolError(
+                f"{where}: 'embedding' has {len(values)} classes; label_index {index} is out "
+                "of range"
+            )
+        top = max(values)
+        weights = [math.exp(v - top) for v in values]
+        return weights[index] / sum(weights)
+
+    def _classify(self, texts: list[str]) -> list[float]:
+        transport, _ = self._connect()
+        path = self.options.endpoint
+        where = f"{transport.where} {path}"
+        unique = list(dict.fromkeys(texts))
+
+        def run(batch: Sequence[str]) -> list[float]:
+            outputs = transport.request("POST", path, {"text": list(batch)})
+            if not isinstance(outputs, list) or len(outputs) != len(batch):
+                got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                raise ProtocolError(f"{where}: expected a list of {len(batch)} results, got {got}")
+            rewards = []
+            prompt = cached = 0
+            for i, out in enumerate(outputs):
+                rewards.append(self._reward(field(out, "embedding", list, where), f"{where} [{i}]"))
+                meta = out.get("meta_info") if isinstance(out, Mapping) else None
+                if isinstance(meta, Mapping):
+                    prompt += int(meta.get("prompt_tokens") or 0)
+                    cached += int(meta.get("cached_tokens") or 0)
+            with self._lock:
+                self._prompt_tokens += prompt
+                self._cached_tokens += cached
+            return rewards
+
+        done = transport.map(run, list(chunks(unique, self.options.max_batch)))
+        table = dict(zip(unique, (r for rows in done for r in rows), strict=True))
+        return [table[t] for t in texts]
+
+    def score_last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
+        """The reward of each solution's last step (one text per solution)."""
+        return self._classify([self.render(question, s) for s in solutions])
+
+    def score(self, question: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The reward of every step of every solution (one text per prefix, one batch)."""
+        texts = [self.render(question, s[: j + 1]) for s in solutions for j in range(len(s))]
+        flat = self._classify(texts)
+        rewards: list[list[float]] = []
+        start = 0
+        for s in solutions:
+            rewards.append(flat[start : start + len(s)])
+            start += len(s)
+        return rewards
+
+    def take_token_usage(self) -> Mapping[str, int]:
+        """Tokens the PRM evaluated since the last call (read by the search accounting)."""
+        with self._lock:
+            usage = {"prompt": self._prompt_tokens, "cached": self._cached_tokens}
+            self._prompt_tokens = self._cached_tokens = 0
+        return usage
+
+    def close(self) -> None:
+        """Close the connections. Calling it twice is harmless."""
+        with self._lock:
+            self._closed = True
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+
+def build_reward(options: SGLangRewardOptions, models: Any = None) -> SGLangRewardModel:
+    """The ``sglang-prm`` factory (``models`` is unused: the PRM runs on its own server)."""
+    return SGLangRewardModel(options)

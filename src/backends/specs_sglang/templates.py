@@ -1,0 +1,222 @@
+"""Chat prompts rendered on the client, for servers spoken to in raw text.
+
+SGLang's ``/generate`` and OpenAI's ``/v1/completions`` take raw text: the server applies no chat
+template. The backend renders ``system`` and ``question`` with the model's template and then
+appends ``partial`` as the still-open assistant message (the template's generation prompt opens
+it; nothing closes it). The template comes from, in order of preference:
+
+- ``chat_template``: a built-in name (see :data:`BUILTIN_TEMPLATES`), a Jinja template string,
+  or the path of a file holding one (the ``chat_template`` of a Hugging Face tokenizer config);
+- ``tokenizer``: a local tokenizer directory or hub name read with transformers'
+  ``AutoTokenizer`` (needs the ``transformers`` extra; offline, only local directories work);
+- nothing: a built-in inferred from the model path the server reports (``smollm2``, ``qwen2.5``,
+  ``llama3``), or a :class:`~specs_core.errors.ConfigError` asking for ``chat_template``.
+
+Servers tokenize the rendered text with their own tokenizer, which adds the BOS token when the
+model wants one; rendered prompts therefore never contain the BOS token themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from specs_core.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from specs_core.types import Prompt
+
+__all__ = ["BUILTIN_TEMPLATES", "ChatRenderer", "build_renderer", "infer_template"]
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+QWEN25_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def _chatml(default_system: str | None) -> Callable[[Messages], str]:
+    def render(messages: Messages) -> str:
+        if default_system is not None and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": default_system}, *messages]
+        body = "".join(
+            f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages
+        )
+        return body + "<|im_start|>assistant\n"
+
+    return render
+
+
+def _llama3(messages: Messages) -> str:
+    body = "".join(
+        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
+        for m in messages
+    )
+    return body + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def _raw(messages: Messages) -> str:
+    return "".join(f"{m['content']}\n\n" for m in messages)
+
+
+#: Built-in templates: name -> function from messages to the text before the assistant's answer.
+BUILTIN_TEMPLATES: dict[str, Callable[[Messages], str]] = {
+    "chatml": _chatml(None),
+    "smollm2": _chatml(SMOLLM2_SYSTEM),
+    "qwen2.5": _chatml(QWEN25_SYSTEM),
+    "qwen2.5-math": _chatml(QWEN25_MATH_SYSTEM),
+    "llama3": _llama3,
+    "raw": _raw,
+}
+
+_INFER = (
+    ("smollm", "smollm2"),
+    ("qwen2.5-math", "qwen2.5-math"),
+    ("qwen2.5", "qwen2.5"),
+    ("qwen2", "qwen2.5"),
+    ("qwen", "chatml"),
+    ("llama-3", "llama3"),
+    ("llama3", "llama3"),
+)
+
+
+def infer_template(model_path: str) -> str | None:
+    """The built-in template for a model path (``None`` when the family is not recognised)."""
+    lowered = model_path.lower().replace("_", "-")
+    for needle, name in _INFER:
+        if needle in lowered:
+            return name
+    return None
+
+
+class ChatRenderer:
+    """Renders a :class:`~specs_core.types.Prompt` as the raw text a model continues.
+
+    Args:
+        render: a function from chat messages to the text that opens the assistant's answer.
+        description: what the template is, for logs and messages.
+    """
+
+    def __init__(self, render: Callable[[Messages], str], description: str) -> None:
+        self._render = render
+        self.description = description
+
+    def __call__(self, prompt: Prompt) -> str:
+        """``system`` + ``question`` through the template, then ``partial`` left open."""
+        messages: Messages = []
+        if prompt.system is not None:
+            messages.append({"role": "system", "content": prompt.system})
+        messages.append({"role": "user", "content": prompt.question})
+        return self._render(messages) + prompt.partial
+
+
+def _jinja_renderer(source: str, description: str) -> ChatRenderer:
+    try:
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as e:
+        raise ConfigError(
+            "a Jinja chat_template needs the jinja2 package (pip install jinja2), or use a "
+            "built-in template name"
+        ) from e
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        template = env.from_string(source)
+    except TemplateError as e:
+        raise ConfigError(
+            f"chat_template ({description}) is not a valid Jinja template: {e}"
+        ) from e
+
+    def render(messages: Messages) -> str:
+        try:
+            text: str = template.render(
+                messages=messages, add_generation_prompt=True, bos_token="", eos_token=""
+            )
+        except TemplateError as e:
+            raise ConfigError(f"chat_template ({description}) failed to render: {e}") from e
+        return text
+
+    return ChatRenderer(render, description)
+
+
+def _tokenizer_renderer(name: str, backend: str, extra: str) -> ChatRenderer:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        raise BackendUnavailableError(
+            backend, "transformers", "reading the chat template from a tokenizer needs transformers"
+        ) from e
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise ModelNotFoundError(
+            f"cannot load the tokenizer {name!r} for its chat template ({e}); pass a local "
+            "tokenizer directory, or set chat_template instead"
+        ) from e
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"the tokenizer {name!r} has no chat template; set chat_template")
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    adds_bos = bool(bos) and bool(tokenizer("", add_special_tokens=True)["input_ids"])
+
+    def render(messages: Messages) -> str:
+        text: str = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        if adds_bos and text.startswith(bos):  # the server's tokenizer adds it again
+            text = text[len(bos) :]
+        return text
+
+    return ChatRenderer(render, f"tokenizer {name!r}")
+
+
+def build_renderer(
+    chat_template: str | None,
+    tokenizer: str | None,
+    model_path: str | None,
+    *,
+    backend: str,
+    extra: str,
+) -> ChatRenderer:
+    """Choose the chat template as the module docstring describes.
+
+    Args:
+        chat_template: a built-in name, a Jinja template string or a file path, or ``None``.
+        tokenizer: a tokenizer directory or hub name, or ``None``.
+        model_path: the model path the server reports (used to infer a built-in).
+        backend: the backend name, for errors.
+        extra: the backend's pip extra, for errors.
+
+    Raises:
+        ConfigError: no template given and none can be inferred, or a template is invalid.
+    """
+    if chat_template is not None:
+        if chat_template in BUILTIN_TEMPLATES:
+            return ChatRenderer(BUILTIN_TEMPLATES[chat_template], f"built-in {chat_template!r}")
+        if "{{" in chat_template or "{%" in chat_template:
+            return _jinja_renderer(chat_template, "inline Jinja")
+        path = Path(chat_template).expanduser()
+        if path.is_file():
+            return _jinja_renderer(path.read_text(encoding="utf-8"), f"file {str(path)!r}")
+        known = ", ".join(BUILTIN_TEMPLATES)
+        raise ConfigError(
+            f"chat_template {chat_template!r} is neither a built-in ({known}), a Jinja template "
+            "nor an existing file"
+        )
+    if tokenizer is not None:
+        return _tokenizer_renderer(tokenizer, backend, extra)
+    inferred = infer_template(model_path or "")
+    if inferred is None:
+        known = ", ".join(BUILTIN_TEMPLATES)
+        raise ConfigError(
+            f"cannot tell the chat template of model {model_path!r}: set chat_template (one of "
+            f"{known}, a Jinja template or a file) or tokenizer"
+        )
+    log.info("model %r: using the built-in chat template %r", model_path, inferred)
+    return ChatRenderer(BUILTIN_TEMPLATES[inferred], f"built-in {inferred!r} (inferred)")

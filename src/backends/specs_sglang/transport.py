@@ -1,0 +1,307 @@
+"""HTTP plumbing shared by the SGLang and OpenAI-compatible backends.
+
+One :class:`HttpPool` per model: a pooled ``httpx.Client`` per base URL, round robin over the URLs
+(a retry moves on to the next URL, so a dead replica is skipped), timeouts, retries with
+exponential backoff on connection errors, timeouts, HTTP 429 and 5xx, and a limit on requests in
+flight. A 4xx answer is never retried: it raises :class:`HttpStatusError` at once, which callers
+turn into a capability or configuration error. A 2xx answer that is not JSON raises
+:class:`~specs_core.errors.ProtocolError`.
+
+``httpx`` is imported when a pool is built, never at import time; without it the pool raises
+:class:`~specs_core.errors.BackendUnavailableError` naming the pip extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from specs_core.errors import BackendError, BackendUnavailableError, ConfigError, ProtocolError
+
+__all__ = [
+    "HttpOptions",
+    "HttpPool",
+    "HttpStatusError",
+    "Transport",
+    "chunks",
+    "field",
+    "import_httpx",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class HttpOptions(BaseModel):
+    """Connection options every HTTP backend and reward model shares.
+
+    Attributes:
+        url: the server's base URL (``http://host:port``), e.g. an SGLang router.
+        urls: several base URLs of identical replicas, used round robin.
+        timeout_s: the most seconds to wait for one response (reads included).
+        connect_timeout_s: the most seconds to wait for a connection.
+        max_retries: retries after a connection error, timeout, HTTP 429 or 5xx.
+        backoff_s: the first wait between attempts; doubled at each retry.
+        backoff_max_s: the longest wait between attempts.
+        max_concurrency: the most requests in flight at once from this model.
+        api_key: sent as ``Authorization: Bearer``; prefer ``api_key_env``.
+        api_key_env: the environment variable holding the API key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, description="base URL, e.g. http://127.0.0.1:30000")
+    urls: tuple[str, ...] = Field(default=(), description="base URLs of replicas (round robin)")
+    timeout_s: float = Field(default=300.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    max_concurrency: int = Field(default=8, ge=1)
+    api_key: str | None = None
+    api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> HttpOptions:
+        for url in self.base_urls():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"URL {url!r} must look like http://host:port")
+        return self
+
+    def base_urls(self) -> tuple[str, ...]:
+        """Every configured base URL, without a trailing slash."""
+        urls = ((self.url,) if self.url else ()) + tuple(self.urls)
+        return tuple(u.rstrip("/") for u in urls)
+
+    def headers(self) -> dict[str, str]:
+        """Request headers (the bearer token when one is configured)."""
+        key = self.api_key
+        if key is None and self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if key is None:
+                raise ConfigError(
+                    f"api_key_env names {self.api_key_env!r}, which is not set; export it or "
+                    "remove api_key_env"
+                )
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+class HttpStatusError(BackendError):
+    """A server answered with an HTTP 4xx status (not retried).
+
+    Attributes:
+        status: the HTTP status code.
+        body: the start of the response body.
+        url: the full request URL.
+    """
+
+    def __init__(self, url: str, status: int, body: str) -> None:
+        self.url = url
+        self.status = status
+        self.body = body
+        super().__init__(f"{url} answered HTTP {status}: {body[:300]}")
+
+
+class Transport(Protocol):
+    """What a backend needs from a connection to its server (HTTP or in-process)."""
+
+    @property
+    def where(self) -> str:
+        """A short description of the server, for messages."""
+        ...
+
+    def request(self, method: str, path: str, payload: Any = None) -> Any:
+        """Send one request and return the decoded JSON answer."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``, running up to the concurrency limit at once."""
+        ...
+
+    def close(self) -> None:
+        """Free connections and threads. Calling it twice is harmless."""
+        ...
+
+
+def import_httpx(backend: str, extra: str) -> Any:
+    """Import ``httpx`` or raise :class:`BackendUnavailableError` naming ``extra``."""
+    try:
+        import httpx
+    except ImportError as e:
+        raise BackendUnavailableError(backend, extra, "the httpx package is missing") from e
+    return httpx
+
+
+class HttpPool:
+    """Pooled, retried, rate-limited JSON requests to one or several identical servers.
+
+    Args:
+        options: URLs, timeouts, retry budget and concurrency limit.
+        backend: the backend name, for errors.
+        extra: the pip extra that installs ``httpx``, for errors.
+    """
+
+    def __init__(self, options: HttpOptions, *, backend: str, extra: str) -> None:
+        urls = options.base_urls()
+        if not urls:
+            raise ConfigError(f"backend {backend!r} needs a server: set url (or urls)")
+        httpx = import_httpx(backend, extra)
+        self._httpx = httpx
+        self.options = options
+        self.urls = urls
+        timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s)
+        limits = httpx.Limits(
+            max_connections=options.max_concurrency,
+            max_keepalive_connections=options.max_concurrency,
+        )
+        headers = options.headers()
+        self._clients = [
+            httpx.Client(base_url=u, timeout=timeout, limits=limits, headers=headers) for u in urls
+        ]
+        self._slots = threading.BoundedSemaphore(options.max_concurrency)
+        self._turn = 0
+        self._turn_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """The base URLs, comma separated."""
+        return ", ".join(self.urls)
+
+    def _first_client(self) -> int:
+        with self._turn_lock:
+            turn = self._turn
+            self._turn = (self._turn + 1) % len(self._clients)
+        return turn
+
+    def _wait(self, attempt: int) -> None:
+        delay = min(self.options.backoff_max_s, self.options.backoff_s * (2**attempt))
+        if delay > 0:
+            time.sleep(delay)
+
+    def request(self, method: str, path: str, payload: Any = None) -> Any:
+        """Send one request, retrying transient failures; return the decoded JSON answer.
+
+        Raises:
+            BackendError: every attempt failed (the message names the URL, the number of
+                attempts and the last error).
+            HttpStatusError: the server answered 4xx (other than 429).
+            ProtocolError: the server answered 2xx with a body that is not JSON.
+        """
+        if self._closed:
+            raise BackendError(f"the connection to {self.where} is closed")
+        httpx = self._httpx
+        attempts = self.options.max_retries + 1
+        first = self._first_client()
+        last_error = ""
+        url = ""
+        for attempt in range(attempts):
+            client = self._clients[(first + attempt) % len(self._clients)]
+            url = f"{client.base_url}".rstrip("/") + path
+            try:
+                with self._slots:
+                    response = client.request(method, path, json=payload)
+            except httpx.TimeoutException as e:
+                last_error = f"timed out after {self.options.timeout_s:g} s ({type(e).__name__})"
+            except httpx.TransportError as e:
+                last_error = f"{type(e).__name__}: {e}"
+            else:
+                status = response.status_code
+                if status < 400:
+                    return _decode_json(response.text, url)
+                body = response.text
+                if status != 429 and status < 500:
+                    raise HttpStatusError(url, status, body)
+                last_error = f"HTTP {status}: {body[:200]}"
+            log.warning("%s %s attempt %d/%d failed: %s", method, url, attempt + 1, attempts,
+                        last_error)
+            if attempt + 1 < attempts:
+                self._wait(attempt)
+        raise BackendError(
+            f"{method} {url} failed after {attempts} attempt(s): {last_error}; check that the "
+            "server is running and reachable, or raise max_retries / timeout_s"
+        )
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``; up to ``max_concurrency`` run at once, errors re-raised."""
+        if len(items) <= 1 or self.options.max_concurrency == 1:
+            return [fn(x) for x in items]
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.options.max_concurrency, thread_name_prefix="specs-http"
+                )
+            executor = self._executor
+        futures = [executor.submit(fn, x) for x in items]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Close the connections and join the worker threads. Calling it twice is harmless."""
+        self._closed = True
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        for client in self._clients:
+            client.close()
+
+
+def _decode_json(text: str, url: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(
+            f"{url} answered with a body that is not JSON ({e.msg} at char {e.pos}): "
+            f"{text[:120]!r}; is the URL pointing at the right server?"
+        ) from e
+
+
+def field(obj: object, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
+    """``obj[key]``, checked to be of ``kinds``; a :class:`ProtocolError` naming the field if not.
+
+    Args:
+        obj: a decoded JSON object.
+        key: the field name.
+        kinds: the accepted Python type(s).
+        where: the endpoint or object the field belongs to, for the message.
+    """
+    if not isinstance(obj, Mapping):
+        raise ProtocolError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise ProtocolError(
+            f"{where}: the response lacks the field {key!r} "
+            f"(has {', '.join(sorted(obj)) or 'none'})"
+        )
+    value = obj[key]
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise ProtocolError(f"{where}: field {key!r} is a boolean, expected {_names(kinds)}")
+    if not isinstance(value, kinds):
+        raise ProtocolError(
+            f"{where}: field {key!r} is {type(value).__name__}, expected {_names(kinds)}"
+        )
+    return value
+
+
+def _names(kinds: type | tuple[type, ...]) -> str:
+    if isinstance(kinds, tuple):
+        return " or ".join(k.__name__ for k in kinds)
+    return kinds.__name__
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
