@@ -30,17 +30,25 @@ class ToyBackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     variant: str = Field(
-        "target", min_length=1, description="hash salt: 'target', 'draft' or any other model"
+        default="target",
+        min_length=1,
+        description="hash salt: 'target', 'draft' or any other model",
     )
     mismatch: float | None = Field(
-        None, ge=0, description="scale of the variant's own noise (default 0 target, 1 others)"
+        default=None,
+        ge=0,
+        description="scale of the variant's own noise (default 0 target, 1 others)",
     )
-    ms_per_token: float = Field(0.0, ge=0, description="simulated ms per generated token")
+    ms_per_token: float = Field(default=0.0, ge=0, description="simulated ms per generated token")
     ms_per_prompt_token: float | None = Field(
-        None, ge=0, description="simulated ms per evaluated token (default ms_per_token / 4)"
+        default=None,
+        ge=0,
+        description="simulated ms per evaluated token (default ms_per_token / 4)",
     )
-    name: str | None = Field(None, min_length=1, description="accounting name (toy-<variant>)")
-    n_ctx: int = Field(4096, ge=16, description="context window in tokens")
+    name: str | None = Field(
+        default=None, min_length=1, description="accounting name (toy-<variant>)"
+    )
+    n_ctx: int = Field(default=4096, ge=16, description="context window in tokens")
 
 
 class ToyRewardOptions(BaseModel):
@@ -48,9 +56,9 @@ class ToyRewardOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    salt: str = Field("", description="changes the hash part of every reward")
-    ms_per_step: float = Field(0.0, ge=0, description="simulated ms per scored step")
-    name: str | None = Field(None, min_length=1, description="display name (toy-prm)")
+    salt: str = Field(default="", description="changes the hash part of every reward")
+    ms_per_step: float = Field(default=0.0, ge=0, description="simulated ms per scored step")
+    name: str | None = Field(default=None, min_length=1, description="display name (toy-prm)")
 
 
 def _make_toy_model(options: ToyBackendOptions) -> ToyLanguageModel:
