@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -47,6 +48,8 @@ BUILTIN_DATASETS: Mapping[str, str] = {
 
 #: Sets with a dedicated loader that need a file (``data_file``).
 FILE_DATASETS: tuple[str, ...] = ("olympiadbench", "aime")
+
+_DOLLAR = re.compile(r"(?<!\\)\$")  # a math delimiter, not an escaped dollar sign
 
 
 class AnswerFormat(StrEnum):
@@ -214,8 +217,8 @@ def load_olympiadbench(path: str | Path, *, dataset: str = "olympiadbench") -> l
     """Load OlympiadBench rows (id, question, final_answer list, is_multiple_answer, unit,
     answer_type) from a JSON or JSONL file.
 
-    The gold answer is the ``final_answer`` entries without their ``$`` delimiters, joined with
-    ``", "`` (math-verify then compares the set of answers when ``is_multiple_answer``).
+    The gold answer is the ``final_answer`` entries without their ``$`` math delimiters, joined
+    with ``", "`` (math-verify then compares the set of answers when ``is_multiple_answer``).
     """
     source = Path(path)
     problems = []
@@ -226,8 +229,8 @@ def load_olympiadbench(path: str | Path, *, dataset: str = "olympiadbench") -> l
             finals = [finals]
         if not isinstance(finals, list) or not finals:
             raise InvalidInputError(f"{where}: final_answer must be a non-empty list of strings")
-        answers = [str(a).strip().strip("$").strip() for a in finals]
-        unit = row.get("unit") or ""
+        answers = [_DOLLAR.sub("", str(a)).strip() for a in finals]
+        unit = _DOLLAR.sub("", str(row.get("unit") or "")).strip()
         problems.append(
             Problem(
                 id=str(row.get("id", index)),
@@ -235,7 +238,7 @@ def load_olympiadbench(path: str | Path, *, dataset: str = "olympiadbench") -> l
                 answer=", ".join(answers),
                 answer_format=AnswerFormat.MATH,
                 dataset=dataset,
-                unit=str(unit).strip().strip("$").strip(),
+                unit=unit,
                 meta={
                     "answer_type": row.get("answer_type"),
                     "is_multiple_answer": bool(row.get("is_multiple_answer", False)),

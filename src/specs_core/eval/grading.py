@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 GRADING_TIMEOUT_S = 5
 
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
-_SEPARATED_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SEPARATED_NUMBER = re.compile(r"-?\d{1,3}(?:,\s*\d{3})+(?:\.\d+)?")
 _WORD = re.compile(r"(?<![\\a-zA-Z{])([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)")
 _NUMERIC_FORMATS = (AnswerFormat.GSM8K, AnswerFormat.NUMERIC)
 
@@ -90,8 +90,10 @@ def _clean(answer: str, answer_format: AnswerFormat, unit: str) -> str:
     if unit and text.endswith(unit):
         text = text[: -len(unit)].strip()
     text = text.replace("\\$", "").replace("\\!", "")
-    if answer_format in _NUMERIC_FORMATS or _SEPARATED_NUMBER.fullmatch(text):
-        # "1,000" -> "1000"; in a LaTeX answer only a lone number, as "(100,200)" is a pair.
+    if _SEPARATED_NUMBER.fullmatch(text):
+        text = re.sub(r"[,\s]", "", text)  # "11,\! 111,\! 100" -> "11111100"
+    elif answer_format in _NUMERIC_FORMATS:
+        # "1,000" -> "1000"; only in numeric answers, as "(100,200)" is a pair in LaTeX.
         text = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), text)
     if answer_format in _NUMERIC_FORMATS:
         text = text.replace("$", "").strip()
@@ -109,7 +111,7 @@ def extract_prediction(text: str) -> str | None:
 def gold_expression(answer: str, answer_format: AnswerFormat) -> list[Any]:
     """math-verify's parse of a gold answer written in ``answer_format``."""
     gold = answer.strip()
-    if answer_format in _NUMERIC_FORMATS or _SEPARATED_NUMBER.fullmatch(gold):
+    if answer_format in _NUMERIC_FORMATS:
         gold = gold.replace(",", "").replace("$", "")
     return _parse(_boxed(gold))
 

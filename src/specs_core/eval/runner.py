@@ -108,11 +108,13 @@ class BenchSpec:
 
 
 def fingerprint(spec: BenchSpec) -> str:
-    """A hash of the resolved config, the policy and its options, and the problem subset."""
+    """A hash of the resolved config (which holds the policy options), the policy, and the
+    problem subset; the options passed to ``solve`` count only when there is no config."""
+    options = dict(spec.options) if spec.options is not None and not spec.config else None
     payload = {
         "config": spec.config,
         "policy": spec.policy,
-        "options": dict(spec.options) if spec.options is not None else None,
+        "options": options,
         "dataset": spec.dataset,
         "subset": dataset_digest(spec.problems),
     }

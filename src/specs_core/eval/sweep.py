@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specs_core.config import SpecsConfig, load_config, validate_options
+from pydantic import BaseModel
+
+from specs_core.config import ROLE_NAMES, SpecsConfig, load_config, validate_options
 from specs_core.engine import Specs
 from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import Problem
@@ -29,6 +31,7 @@ __all__ = [
     "config_data",
     "parse_values",
     "resolve_config",
+    "resolved_data",
     "run_one",
     "run_sweep",
     "sweep_dir_name",
@@ -48,8 +51,42 @@ class RunOptions:
 
 
 def config_data(config: SpecsConfig) -> dict[str, Any]:
-    """A config as plain data (infinities kept as floats)."""
+    """A config as plain data, as written (infinities kept as floats)."""
     return config.model_dump(exclude_none=True)
+
+
+def resolved_data(config: SpecsConfig, registry: Registry | None = None) -> dict[str, Any]:
+    """A config with every section validated and its defaults filled in, as plain data.
+
+    This is what ``config.yaml`` records and what the run's fingerprint hashes, so ``tau_acc: 3``
+    and ``tau_acc: 3.0`` are the same run.
+
+    Raises:
+        ConfigError: an option is unknown or invalid.
+        PluginError: a backend, reward model or policy is unknown.
+    """
+    registry = registry or get_registry()
+
+    def dump(options: BaseModel) -> dict[str, Any]:
+        return options.model_dump(mode="json", exclude_none=True)
+
+    data: dict[str, Any] = {}
+    for role in ROLE_NAMES:
+        model = getattr(config, role)
+        if isinstance(model, str):
+            data[role] = model
+        elif model is not None:
+            spec = registry.backend(model.backend)
+            options = validate_options(model.options(), spec.options, role)
+            data[role] = {"backend": model.backend, **dump(options)}
+    if config.reward is not None:
+        reward_spec = registry.reward_model(config.reward.name)
+        options = validate_options(config.reward.options(), reward_spec.options, "reward")
+        data["reward"] = {"name": config.reward.name, **dump(options)}
+    policy_spec = registry.policy(config.policy.name)
+    options = validate_options(config.policy.options(), policy_spec.options, "policy")
+    data["policy"] = {"name": config.policy.name, **dump(options)}
+    return data
 
 
 def resolve_config(
@@ -85,21 +122,18 @@ def bench_spec(
     sample_seed: int,
     registry: Registry | None = None,
 ) -> BenchSpec:
-    """The run of ``config``'s policy on ``problems``; policy options are checked up front.
+    """The run of ``config``'s policy on ``problems``; every section is checked up front.
 
     Raises:
-        ConfigError: a policy option is unknown or invalid.
-        PluginError: the policy is unknown.
+        ConfigError: an option is unknown or invalid.
+        PluginError: a backend, reward model or policy is unknown.
     """
-    name = config.policy.name
-    options = config.policy.options()
-    validate_options(options, (registry or get_registry()).policy(name).options, "policy")
     return BenchSpec(
         dataset=dataset,
         problems=tuple(problems),
-        policy=name,
-        options=options,
-        config=config_data(config),
+        policy=config.policy.name,
+        options=config.policy.options(),
+        config=resolved_data(config, registry),
         limit=limit,
         sample_seed=sample_seed,
     )
