@@ -106,9 +106,9 @@ def check_interface(model: LanguageModel, tolerance: float = DEFAULT_TOLERANCE) 
 def check_batching(model: LanguageModel, tolerance: float = DEFAULT_TOLERANCE) -> None:
     """k prompts x n give k lists of n; a greedy batch equals the prompts run one by one."""
     name = "batching"
-    prompts = [Prompt(q) for q in QUESTIONS]
+    prompts = [Prompt(q) for q in QUESTIONS[:2]]
     sampled = SamplingParams(n=3, temperature=0.8, max_tokens=4, seed=11)
-    _shape(name, model.generate(prompts[:2], sampled), 2, 3)
+    _shape(name, model.generate(prompts, sampled), 2, 3)
     greedy = _greedy(8)
     batch = _shape(name, model.generate(prompts, greedy), len(prompts), 1)
     for i, prompt in enumerate(prompts):
@@ -148,8 +148,8 @@ def check_stops(model: LanguageModel, tolerance: float = DEFAULT_TOLERANCE) -> N
             "the text must end right after the first stop string, which is kept",
         )
     delim = DEFAULT_STEP_DELIMITER
-    params = SamplingParams(n=3, temperature=1.0, max_tokens=16, stop=(delim,), seed=3)
-    for c in _shape(name, model.generate([prompt], params), 1, 3)[0]:
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=12, stop=(delim,), seed=3)
+    for c in _shape(name, model.generate([prompt], params), 1, 2)[0]:
         found = c.text.find(delim)
         if found >= 0 and (
             c.finish_reason is not FinishReason.STOP or found + len(delim) != len(c.text)
@@ -180,8 +180,11 @@ def check_logprob_consistency(model: LanguageModel, tolerance: float = DEFAULT_T
     name = "logprob_consistency"
     prompts = [Prompt(q) for q in QUESTIONS[:2]]
     groups = model.generate(prompts, _greedy(12))
-    sampled = model.generate(prompts, SamplingParams(n=2, temperature=0.7, max_tokens=12, seed=5))
-    pairs = [(p, c) for p, g, s in zip(prompts, groups, sampled, strict=False) for c in (*g, *s)]
+    sampled = model.generate(
+        prompts[:1], SamplingParams(n=2, temperature=0.7, max_tokens=12, seed=5)
+    )
+    pairs = [(p, c) for p, g in zip(prompts, groups, strict=True) for c in g]
+    pairs += [(prompts[0], c) for c in sampled[0]]
     for _, c in pairs:
         if len(c.logprobs) != len(c.token_ids):
             raise _fail(name, f"{len(c.logprobs)} logprobs for {len(c.token_ids)} tokens")
@@ -217,7 +220,7 @@ def check_seeded_determinism(model: LanguageModel, tolerance: float = DEFAULT_TO
         return
 
     def texts(seed: int) -> list[str]:
-        params = SamplingParams(n=4, temperature=1.0, max_tokens=8, seed=seed)
+        params = SamplingParams(n=3, temperature=1.0, max_tokens=6, seed=seed)
         return [c.text for c in model.generate([prompt], params)[0]]
 
     a, b, other = texts(1234), texts(1234), texts(4321)
@@ -226,7 +229,7 @@ def check_seeded_determinism(model: LanguageModel, tolerance: float = DEFAULT_TO
     if a == other:
         raise _fail(name, f"seeds 1234 and 4321 gave the same samples {a}")
     if len(set(a)) < 2:
-        raise _fail(name, f"the 4 samples of one call are identical {a}; draw each separately")
+        raise _fail(name, f"the samples of one call are identical {a}; draw each separately")
 
 
 def check_greedy_sampling(model: LanguageModel, tolerance: float = DEFAULT_TOLERANCE) -> None:
