@@ -219,24 +219,41 @@ def _gguf_load(options: TransformersOptions, dtype: torch.dtype) -> tuple[Any, A
     return model, tokenizer, filename, False
 
 
+def _save_plain(model: Any, directory: Path) -> None:
+    """``save_pretrained`` a dequantized GGUF model as a plain (unquantized) checkpoint.
+
+    transformers marks models loaded from GGUF as quantized with a non-serializable method,
+    although their weights are already dequantized; the mark is lifted for the save.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = model.config
+    quantization = config.__dict__.pop("quantization_config", None)
+    try:
+        model.hf_quantizer = None
+        model.save_pretrained(directory)
+    finally:
+        model.hf_quantizer = quantizer
+        if quantization is not None:
+            config.quantization_config = quantization
+
+
 def _save_converted(model: Any, tokenizer: Any, target: Path, gguf: Path | None) -> None:
     """Save a converted model atomically (a temporary directory renamed into place)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            model.save_pretrained(tmp)
+            _save_plain(model, tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "specs-source.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n")
             os.replace(tmp, target)
-            log.info("saved the converted model to %s", target)
-        except OSError:
-            if (target / "config.json").is_file():  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "config.json").is_file():  # not saved by a concurrent process
                 raise
-    except OSError as e:  # a read-only cache must not stop the model from working
+            return
+        log.info("saved the converted model to %s", target)
+    except (OSError, ValueError) as e:  # a failed save must not stop the model from working
         log.warning("could not save the converted model to %s: %s", target, e)
 
 
