@@ -154,7 +154,8 @@ def test_without_torch_the_backend_imports_and_says_which_extra() -> None:
         from specs_transformers.plugin import unavailable_reason
         print(unavailable_reason())
         try:
-            TransformersModel(TransformersOptions(model="x")).generate([Prompt("q")], SamplingParams())
+            model = TransformersModel(TransformersOptions(model="x"))
+            model.generate([Prompt("q")], SamplingParams())
         except BackendUnavailableError as e:
             print(e)
         """
