@@ -6,9 +6,19 @@ them, else one request per prompt or sample, run concurrently). The matched stop
 at the end of the text: from ``stop_reason`` (vLLM) or ``matched_stop`` (SGLang) when reported,
 else from the returned tokens, which run past the trimmed text when a stop string ended it.
 
+Generation log-probabilities are the server's, which some servers report after temperature
+scaling (SGLang without ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``: set ``tempered_logprobs: true``) and
+all compute in decode kernels that differ numerically from their prefill kernels. Tempered ones
+are replaced by echo scores of the generated text; ``rescore_generation: always`` does so for
+every generation, making them equal to what scoring returns (it needs trusted echo scoring).
+
 Scoring sends ``prompt + continuation`` with ``echo``, ``logprobs`` and ``max_tokens: 0`` (1 on
-servers that refuse 0) and keeps the tokens whose character span lies past the prompt. Where the
-server's echo log-probabilities are broken, or it rejects echo, scoring raises
+servers that refuse 0). Where the server takes prompts as token ids (``token_prompts``: vLLM,
+SGLang, llama.cpp) it sends the prompt's ids followed by the continuation's, each from the
+server's tokenizer, and keeps the continuation's positions: token-exact, as generation appends
+tokens. Otherwise it sends text and keeps the tokens whose character span lies past the prompt;
+then a prompt ending in ``"\n\n"`` before a word may be re-tokenized differently at the seam.
+Where the server's echo log-probabilities are broken, or it rejects echo, scoring raises
 :class:`~specs_core.errors.CapabilityError`; ``echo_logprobs: detect`` measures it once by
 comparing echo scores of a greedy generation with the generation's own log-probabilities.
 """
@@ -19,7 +29,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
@@ -58,8 +68,15 @@ class OpenAIOptions(HttpOptions):
     native_n: bool | None = None
     echo_logprobs: EchoLogprobs | None = None
     tokens_as_ids: bool | None = None
+    token_prompts: bool | None = Field(
+        default=None, description="the server takes prompts as token ids (exact echo scoring)"
+    )
     tempered_logprobs: bool = Field(
         default=False, description="the server's generation logprobs follow the temperature"
+    )
+    rescore_generation: Literal["always", "when_tempered"] = Field(
+        default="when_tempered",
+        description="re-score generated text by echo: always (exact) or only when tempered",
     )
     seeded: bool = True
     max_batch: int = Field(default=32, ge=1)
@@ -186,7 +203,8 @@ class OpenAIModel:
         done = [[c for c in row if c is not None] for row in results]
         if self._needs_ids(profile):
             done = self._fill_ids(transport, profile, done)
-        if self.options.tempered_logprobs and params.temperature not in (0.0, 1.0):
+        tempered = self.options.tempered_logprobs and params.temperature not in (0.0, 1.0)
+        if tempered or self.options.rescore_generation == "always":
             done = self._rescore(prompts, done)
         return done
 
@@ -272,12 +290,13 @@ class OpenAIModel:
         self, transport: Transport, profile: ServerProfile, rows: list[list[Completion]]
     ) -> list[list[Completion]]:
         texts = [c.text for row in rows for c in row]
-        ids = iter(self._tokenize(transport, profile, texts))
+        ids = iter(self._tokenize(transport, profile, texts, special=False))
         return [[dataclasses.replace(c, token_ids=next(ids)) for c in row] for row in rows]
 
     def _tokenize(
-        self, transport: Transport, profile: ServerProfile, texts: Sequence[str]
+        self, transport: Transport, profile: ServerProfile, texts: Sequence[str], *, special: bool
     ) -> list[tuple[int, ...]]:
+        """Token ids from the server's tokenizer endpoint (special tokens added or not)."""
         path = profile.tokenize_path
         if path is None:
             raise CapabilityError(
@@ -285,22 +304,25 @@ class OpenAIModel:
                 "tokens_as_ids: true (vLLM) or server: to its family"
             )
         where = f"{transport.where} {path}"
+        name = profile.tokenize_field
 
         def one(text: str) -> tuple[int, ...]:
-            body: dict[str, Any] = {profile.tokenize_field: text}
-            if profile.tokenize_field == "prompt":
-                body.update(model=self._model, add_special_tokens=False)
-            elif profile.tokenize_field == "content":
-                body["add_special"] = False
+            body: dict[str, Any] = {name: text}
+            if name == "prompt":
+                body.update(model=self._model, add_special_tokens=special)
+            elif name == "content":
+                body["add_special"] = special
             rows = field(transport.request("POST", path, body), "tokens", list, where)
             if rows and isinstance(rows[0], list):
                 rows = rows[0]
             return tuple(int(t) for t in rows)
 
-        if self._bos_prefix is None:
-            self._bos_prefix = one("")
         unique = list(dict.fromkeys(texts))
         table = dict(zip(unique, transport.map(one, unique), strict=True))
+        if name != "input" or special:
+            return [table[t] for t in texts]
+        if self._bos_prefix is None:  # this endpoint always adds the model's special tokens
+            self._bos_prefix = one("")
         cut = len(self._bos_prefix)
         return [table[t][cut:] if table[t][:cut] == self._bos_prefix else table[t] for t in texts]
 
@@ -342,7 +364,7 @@ class OpenAIModel:
         if not gen.logprobs:
             return "untested (the probe generated nothing)"
         try:
-            echoed = self._echo(transport, profile, [(prompt, gen.text)])[0]
+            echoed = self._score(transport, profile, [(prompt, gen.text)])[0]
         except HttpStatusError as e:
             return f"unsupported (HTTP {e.status}: {e.body[:120]})"
         if len(echoed.logprobs) != len(gen.logprobs):
@@ -366,37 +388,79 @@ class OpenAIModel:
         self._check_echo(transport, render, profile)
         items = [(render(p), c) for p, c in zip(prompts, continuations, strict=True)]
         try:
-            scored = self._echo(transport, profile, items)
+            return self._score(transport, profile, items)
         except HttpStatusError as e:
             raise CapabilityError(
                 f"{transport.where} refused an echo scoring request (HTTP {e.status}: "
                 f"{e.body[:160]}); this server cannot score text"
             ) from e
+
+    def _score(self, transport: Transport, profile: ServerProfile,
+               items: list[tuple[str, str]]) -> list[TokenLogprobs]:
+        """Echo-score continuations, as token ids where the server takes them, else as text."""
+        if self._setting(self.options.token_prompts, profile.token_prompts):
+            prefixes = self._tokenize(transport, profile, [p for p, _ in items], special=True)
+            conts = self._tokenize(transport, profile, [c for _, c in items], special=False)
+            return self._echo(transport, profile, list(zip(prefixes, conts, strict=True)))
+        scored = self._echo(transport, profile, items)
         if self._needs_ids(profile):
-            ids = self._tokenize(transport, profile, list(continuations))
+            ids = self._tokenize(transport, profile, [c for _, c in items], special=False)
             scored = [dataclasses.replace(s, token_ids=i) if len(i) == len(s.logprobs) else s
                       for s, i in zip(scored, ids, strict=True)]
         return scored
 
     def _echo(self, transport: Transport, profile: ServerProfile,
-              items: list[tuple[str, str]]) -> list[TokenLogprobs]:
+              items: Sequence[tuple[Any, Any]]) -> list[TokenLogprobs]:
+        """One echo request per group: items are (prefix, continuation) as text or token ids."""
         batch = self._setting(self.options.batch_prompts, profile.batch_prompts)
         groups = ([list(g) for g in chunks(list(range(len(items))), self.options.max_batch)]
                   if batch else [[i] for i in range(len(items))])
         results: list[TokenLogprobs | None] = [None] * len(items)
+        where = f"{transport.where} echo"
 
         def run(group: list[int]) -> None:
-            full = [items[i][0] + items[i][1] for i in group]
+            full: list[Any] = []
+            for i in group:
+                prefix, cont = items[i]
+                full.append(prefix + cont if isinstance(prefix, str) else [*prefix, *cont])
             body = {"model": self._model, "echo": True, "logprobs": 1, "temperature": 0.0,
                     "max_tokens": profile.echo_max_tokens,
                     "prompt": full if batch else full[0]}
             for i, choice in zip(group, self._choices(transport, body, len(group)), strict=True):
-                results[i] = self._select(choice, *items[i], f"{transport.where} echo")
+                prefix, cont = items[i]
+                if isinstance(prefix, str) and isinstance(cont, str):
+                    results[i] = self._select_text(choice, prefix, cont, where)
+                else:
+                    results[i] = self._select_ids(choice, tuple(prefix), tuple(cont), where)
 
         transport.map(run, groups)
         return [r for r in results if r is not None]
 
-    def _select(self, choice: object, prefix: str, cont: str, where: str) -> TokenLogprobs:
+    @staticmethod
+    def _values(values: list[Any], chosen: Sequence[int], where: str) -> tuple[float, ...]:
+        picked = []
+        for i in chosen:
+            v = values[i] if i < len(values) else None
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ProtocolError(
+                    f"{where}: token {i} of the echoed prompt has no log-probability"
+                )
+            picked.append(float(v))
+        return tuple(picked)
+
+    def _select_ids(self, choice: object, prefix: tuple[int, ...], cont: tuple[int, ...],
+                    where: str) -> TokenLogprobs:
+        lp = field(choice, "logprobs", dict, where)
+        values = field(lp, "token_logprobs", list, f"{where} logprobs")
+        if len(values) < len(prefix) + len(cont):
+            raise ProtocolError(
+                f"{where}: {len(values)} echoed log-probabilities for a prompt of "
+                f"{len(prefix) + len(cont)} tokens"
+            )
+        chosen = range(len(prefix), len(prefix) + len(cont))
+        return TokenLogprobs(cont, self._values(values, chosen, where), prompt_tokens=len(prefix))
+
+    def _select_text(self, choice: object, prefix: str, cont: str, where: str) -> TokenLogprobs:
         lp = field(choice, "logprobs", dict, where)
         tokens = field(lp, "tokens", list, f"{where} logprobs")
         values = field(lp, "token_logprobs", list, f"{where} logprobs")
@@ -409,17 +473,9 @@ class OpenAIModel:
         start, end = len(prefix), len(prefix) + len(cont)
         chosen = [i for i, (o, t) in enumerate(zip(offsets, tokens, strict=True))
                   if o < end and o + len(str(t)) > start and o >= 0]
-        picked = []
-        for i in chosen:
-            v = values[i] if i < len(values) else None
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ProtocolError(
-                    f"{where}: token {i} of the echoed prompt has no log-probability"
-                )
-            picked.append(float(v))
         ids = self._token_ids([tokens[i] for i in chosen], where) or ()
         before = chosen[0] if chosen else sum(1 for o in offsets if o < start)
-        return TokenLogprobs(ids, tuple(picked), prompt_tokens=before)
+        return TokenLogprobs(ids, self._values(values, chosen, where), prompt_tokens=before)
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class ServerProfile:
             (``trusted``), wrong (``broken``), or unknown and measured once (``detect``).
         echo_max_tokens: ``max_tokens`` for an echo-only scoring request (0 where allowed).
         tokens_as_ids: the server understands ``return_tokens_as_token_ids`` (vLLM).
+        token_prompts: ``prompt`` may be token ids (lists of ints), for exact echo scoring.
         tokenize_path: the tokenizer endpoint, if any.
         tokenize_field: the request field holding the text for that endpoint.
         extra_body: fields added to every completion request (e.g. keep stop strings).
@@ -48,6 +49,7 @@ class ServerProfile:
     echo_logprobs: EchoLogprobs = "detect"
     echo_max_tokens: int = 0
     tokens_as_ids: bool = False
+    token_prompts: bool = False
     tokenize_path: str | None = None
     tokenize_field: str = "prompt"
     extra_body: Mapping[str, Any] = field(default_factory=dict)
@@ -55,16 +57,17 @@ class ServerProfile:
 
 PROFILES: dict[str, ServerProfile] = {
     "vllm": ServerProfile(
-        "vllm", echo_logprobs="trusted", tokens_as_ids=True, tokenize_path="/tokenize",
+        "vllm", echo_logprobs="trusted", tokens_as_ids=True, token_prompts=True,
+        tokenize_path="/tokenize",
         extra_body={"include_stop_str_in_output": True},
     ),
     "sglang": ServerProfile(
-        "sglang", echo_logprobs="trusted", tokenize_path="/v1/tokenize",
+        "sglang", echo_logprobs="trusted", token_prompts=True, tokenize_path="/v1/tokenize",
         extra_body={"no_stop_trim": True},
     ),
     "llama.cpp": ServerProfile(
         "llama.cpp", native_n=False, echo_logprobs="detect", echo_max_tokens=1,
-        tokenize_path="/tokenize", tokenize_field="content",
+        token_prompts=True, tokenize_path="/tokenize", tokenize_field="content",
     ),
     "llama-cpp-python": ServerProfile(
         "llama-cpp-python", batch_prompts=False, native_n=False, echo_logprobs="broken",

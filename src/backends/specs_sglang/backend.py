@@ -12,16 +12,20 @@ log-probabilities are the last ``len(continuation_ids)`` entries of ``input_toke
 whose token ids are checked against the ids sent. ``logprob_start_len`` is the prefix length minus
 one, which covers both conventions SGLang releases have used for that field and still lets the
 radix cache serve all but one prefix token. The token ids come from the server's
-``/v1/tokenize`` (or ``/tokenize``) endpoint. Servers without one are scored in ``prefill`` mode:
-a first prefill of each distinct prefix gives its token count (and warms the cache), then the
-prefix and continuation are prefilled as one text and the entries past the prefix's count are
-taken; this is exact whenever the prefix ends on a token boundary, as chat prompts and
-delimiter-terminated steps do.
+``/v1/tokenize`` (or ``/tokenize``) endpoint; servers without one (``prefill`` mode) give them
+through a prefill with ``logprob_start_len: 0``, whose ``input_token_logprobs`` name every prompt
+token (it also warms the cache with the prefix). Tokenizing prefix and continuation together
+would not do: a prefix ending in ``"\n\n"`` followed by a word is split ``"\n", "\n"`` by
+byte-level BPE tokenizers, unlike the ``"\n\n"`` token the model saw when it generated.
 
-SGLang reports generation log-probabilities after temperature scaling unless the server runs
-with ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``. The contract wants untempered ones, so at a temperature
-other than 0 or 1 the backend re-scores the generated tokens by a prefill (served from the radix
-cache) unless ``original_logprobs: true`` says the server already returns them.
+Generation log-probabilities. The contract wants the untempered log-probabilities that scoring
+the same text returns. SGLang reports them after temperature scaling unless the server runs with
+``SGLANG_RETURN_ORIGINAL_LOGPROB=1`` (declare it with ``original_logprobs: true``), and even then
+its one-token decode kernels differ numerically from its prefill kernels (by ~1e-2 nats on the
+llama.cpp test double). By default (``rescore_generation: always``) the backend therefore re-scores
+the generated tokens with one batched prefill, whose prompt part the radix cache serves; with
+``when_tempered`` it keeps the server's numbers unless they are tempered (temperature other than
+0 or 1 without ``original_logprobs``), trading exactness for one request less.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ class SGLangOptions(HttpOptions):
     original_logprobs: bool = Field(
         default=False,
         description="the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (untempered logprobs)",
+    )
+    rescore_generation: Literal["always", "when_tempered"] = Field(
+        default="always",
+        description="re-score generated tokens by prefill: always (exact) or only when tempered",
     )
     seeded: bool = Field(
         default=True,
@@ -132,6 +140,7 @@ class SGLangModel:
         self._model_path = ""
         self._tokenize_path: str | None = None
         self._tokenize_probed = False
+        self._special_prefix: tuple[int, ...] | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -223,7 +232,8 @@ class SGLangModel:
             list(chunks(texts, self.options.max_batch)),
         )
         results = [row for group in groups for row in group]
-        if not self.options.original_logprobs and params.temperature not in (0.0, 1.0):
+        tempered = not self.options.original_logprobs and params.temperature not in (0.0, 1.0)
+        if tempered or self.options.rescore_generation == "always":
             results = self._rescore(transport, texts, results)
         return results
 
@@ -299,25 +309,17 @@ class SGLangModel:
     def _rescore(
         self, transport: Transport, texts: list[str], results: list[list[Completion]]
     ) -> list[list[Completion]]:
-        """Replace tempered generation logprobs by untempered ones from a cached prefill."""
+        """Replace generation logprobs by those of a prefill of the generated tokens."""
         where = [(i, j) for i, row in enumerate(results) for j, c in enumerate(row) if c.token_ids]
         if not where:
             return results
+        prompt_ids = self._tokenize(transport, texts, special=True)
+        scored = self._score_ids(
+            transport, [(prompt_ids[i], results[i][j].token_ids) for i, j in where]
+        )
         fresh = [list(row) for row in results]
-        if self._tokenize_endpoint(transport) is not None:
-            prompt_ids = self._tokenize(transport, texts, special=True)
-            scored = self._score_ids(
-                transport, [(prompt_ids[i], results[i][j].token_ids) for i, j in where]
-            )
-            for (i, j), s in zip(where, scored, strict=True):
-                fresh[i][j] = dataclasses.replace(results[i][j], logprobs=s.logprobs)
-        else:
-            pairs = [(texts[i], results[i][j].text) for i, j in where]
-            scored = self._score_texts(transport, pairs)
-            for (i, j), s in zip(where, scored, strict=True):
-                fresh[i][j] = dataclasses.replace(
-                    results[i][j], token_ids=s.token_ids, logprobs=s.logprobs
-                )
+        for (i, j), s in zip(where, scored, strict=True):
+            fresh[i][j] = dataclasses.replace(results[i][j], logprobs=s.logprobs)
         return fresh
 
     # -- scoring ----------------------------------------------------------------------------
@@ -335,8 +337,6 @@ class SGLangModel:
             return []
         transport, render = self._connect()
         prefixes = [render(p) for p in prompts]
-        if self._tokenize_endpoint(transport) is None:
-            return self._score_texts(transport, list(zip(prefixes, continuations, strict=True)))
         prefix_ids = self._tokenize(transport, prefixes, special=True)
         cont_ids = self._tokenize(transport, list(continuations), special=False)
         return self._score_ids(transport, list(zip(prefix_ids, cont_ids, strict=True)))
@@ -372,7 +372,10 @@ class SGLangModel:
     def _tokenize(
         self, transport: Transport, texts: Sequence[str], *, special: bool
     ) -> list[tuple[int, ...]]:
-        path = self._tokenize_path or _TOKENIZE_PATHS[0]
+        """Token ids of ``texts`` as the server's tokenizer makes them (special tokens or not)."""
+        path = self._tokenize_endpoint(transport)
+        if path is None:
+            return self._tokenize_by_prefill(transport, texts, special=special)
         where = f"{transport.where} {path}"
         unique = list(dict.fromkeys(texts))
 
@@ -388,6 +391,39 @@ class SGLangModel:
         done = transport.map(run, list(chunks(unique, self.options.max_batch)))
         table = dict(zip(unique, (ids for rows in done for ids in rows), strict=True))
         return [table[t] for t in texts]
+
+    def _tokenize_by_prefill(
+        self, transport: Transport, texts: Sequence[str], *, special: bool
+    ) -> list[tuple[int, ...]]:
+        """Token ids from a prefill that returns every prompt token (``logprob_start_len: 0``)."""
+        where = f"{transport.where} /generate (tokenizing prefill)"
+        unique = [t for t in dict.fromkeys(texts) if t]  # an empty text has no tokens
+        if not special and self._special_prefix is None:
+            a, b = self._tokenize_by_prefill(transport, ["a", "b"], special=True)
+            size = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
+            self._special_prefix = a[:size]
+
+        def run(batch: Sequence[str]) -> list[tuple[int, ...]]:
+            payload = {
+                "text": list(batch), "sampling_params": {"max_new_tokens": 0},
+                "return_logprob": True, "logprob_start_len": 0,
+            }
+            answer = transport.request("POST", "/generate", payload)
+            rows = []
+            for out in self._expect_list(answer, batch, where):
+                meta = field(out, "meta_info", dict, where)
+                entries = field(meta, "input_token_logprobs", list, where)
+                ids, _ = parse_token_entries(entries, where, allow_none_first=True)
+                if len(ids) != field(meta, "prompt_tokens", int, where):
+                    raise ProtocolError(f"{where}: input_token_logprobs do not cover the prompt")
+                rows.append(ids)
+            return rows
+
+        done = transport.map(run, list(chunks(unique, self.options.max_batch)))
+        table = dict(zip(unique, (ids for rows in done for ids in rows), strict=True))
+        table[""] = ()
+        cut = self._special_prefix if not special and self._special_prefix else ()
+        return [table[t][len(cut):] if table[t][: len(cut)] == cut else table[t] for t in texts]
 
     def _score_ids(
         self, transport: Transport, items: list[tuple[tuple[int, ...], tuple[int, ...]]]
@@ -431,60 +467,6 @@ class SGLangModel:
 
         done = transport.map(run, list(chunks(todo, self.options.max_batch)))
         results = [TokenLogprobs((), (), len(prefix), 0) for prefix, _ in items]
-        for k, s in zip(todo, (s for rows in done for s in rows), strict=True):
-            results[k] = s
-        return results
-
-    def _score_texts(
-        self, transport: Transport, items: list[tuple[str, str]]
-    ) -> list[TokenLogprobs]:
-        where = f"{transport.where} /generate (prefill)"
-        prefixes = list(dict.fromkeys(p for p, _ in items))
-
-        def count(batch: Sequence[str]) -> list[int]:
-            payload = {"text": list(batch), "sampling_params": {"max_new_tokens": 0}}
-            answer = transport.request("POST", "/generate", payload)
-            outputs = self._expect_list(answer, batch, where)
-            return [int(field(field(o, "meta_info", dict, where), "prompt_tokens", int, where))
-                    for o in outputs]
-
-        counted = transport.map(count, list(chunks(prefixes, self.options.max_batch)))
-        lengths = dict(zip(prefixes, (n for rows in counted for n in rows), strict=True))
-        todo = [k for k, (_, cont) in enumerate(items) if cont]
-
-        def run(batch: Sequence[int]) -> list[TokenLogprobs]:
-            payload = {
-                "text": [items[k][0] + items[k][1] for k in batch],
-                "sampling_params": {"max_new_tokens": 0},
-                "return_logprob": True,
-                "return_text_in_logprobs": True,
-                "logprob_start_len": [max(lengths[items[k][0]] - 1, 0) for k in batch],
-            }
-            answer = transport.request("POST", "/generate", payload)
-            outputs = self._expect_list(answer, batch, where)
-            scored = []
-            for k, out in zip(batch, outputs, strict=True):
-                prefix_len = lengths[items[k][0]]
-                meta = field(out, "meta_info", dict, where)
-                total = int(field(meta, "prompt_tokens", int, where))
-                entries = field(meta, "input_token_logprobs", list, where)
-                size = total - prefix_len
-                if size < 0 or len(entries) < size:
-                    raise ProtocolError(
-                        f"{where}: {len(entries)} input_token_logprobs for {total} prompt tokens "
-                        f"past a {prefix_len}-token prefix"
-                    )
-                tail = entries[len(entries) - size :] if size else []
-                ids, values = parse_token_entries(tail, f"{where} input_token_logprobs")
-                joined = "".join(str(e[2]) for e in tail if len(e) > 2 and e[2] is not None)
-                if joined and joined != items[k][1]:
-                    log.debug("prefix and continuation merged at their boundary: %r", joined[:40])
-                cached = min(int(meta.get("cached_tokens") or 0), prefix_len)
-                scored.append(TokenLogprobs(ids, values, prefix_len, cached))
-            return scored
-
-        done = transport.map(run, list(chunks(todo, self.options.max_batch)))
-        results = [TokenLogprobs((), (), lengths[p], 0) for p, _ in items]
         for k, s in zip(todo, (s for rows in done for s in rows), strict=True):
             results[k] = s
         return results
