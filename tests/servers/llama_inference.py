@@ -1,9 +1,13 @@
 """Real llama.cpp inference for the protocol test double in ``fake_sglang_server.py``.
 
-One model, one sequence in the KV cache, reused across requests by longest common prefix (a
-single-slot stand-in for SGLang's radix cache, reported as ``cached_tokens``). Log-probabilities
-are computed with the low-level API from the logits of every needed position (never with
-llama-cpp-python's ``echo``, whose prompt log-probabilities are shifted by one).
+One model, one sequence in the KV cache. Every request evaluates its tokens from scratch (the
+``n`` samples of one request share their prompt's evaluation): llama.cpp's logits depend on how
+many tokens one decode call evaluates (one-token decode and batched prefill of SmolLM2 Q4_1
+differ by up to 0.1 nats, 0.02 on average), so reusing a cached prefix across requests would make
+answers depend on request history. Evaluating from scratch keeps them reproducible, as SGLang's
+``--enable-deterministic-inference`` does; ``cached_tokens`` is therefore reported as 0.
+Log-probabilities are computed with the low-level API from the logits of every needed position
+(never with llama-cpp-python's ``echo``, whose prompt log-probabilities are shifted by one).
 """
 
 from __future__ import annotations
@@ -112,26 +116,19 @@ class LlamaInference:
         return rows
 
     def prefill(self, ids: list[int], need_from: int) -> tuple[dict[int, np.ndarray], int]:
-        """Evaluate ``ids``, reusing the cached prefix; logits of positions ``need_from..end``.
+        """Evaluate ``ids`` from scratch; logits of positions ``need_from..end``.
 
         Returns:
-            The logits rows by position, and how many tokens were served from the cache.
+            The logits rows by position, and how many tokens were served from a cache (0).
         """
         if not ids:
             raise ValueError("cannot evaluate an empty token list")
         if len(ids) > self.n_ctx:
             raise ValueError(f"{len(ids)} tokens exceed the context window of {self.n_ctx}")
         need_from = min(max(need_from, 0), len(ids) - 1)
-        common = 0
-        for a, b in zip(self._cached, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, need_from)
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, common, -1)
-        del self._cached[common:]
+        self.truncate(0)
         want = set(range(need_from, len(ids)))
-        return self._decode(ids[common:], common, want), common
+        return self._decode(ids, 0, want), 0
 
     def truncate(self, length: int) -> None:
         """Drop cached tokens past ``length``."""

@@ -8,10 +8,13 @@ keep the matched stop string in the text. A profile records those facts for one 
 overridden in the backend's options.
 
 llama-cpp-python 0.3.36 (``python -m llama_cpp.server``) is the known case of wrong echo
-log-probabilities: they are shifted by one position (each prompt token gets the probability of
-the token after it), so its profile declares them broken. It also ignores ``n``, refuses lists of
-prompts, treats ``max_tokens: 0`` as "until the end", and needs ``--logits_all true`` for any
-log-probabilities.
+log-probabilities: when the prompt does not start with the BOS token they are shifted by one
+position (each prompt token gets the probability of the token after it); when it does, the BOS
+token is dropped from the echo and the text offsets skip special tokens, so the echoed tokens
+cannot be matched with the prompt. Its profile declares echo broken. It also ignores ``n``,
+refuses lists of prompts, treats ``max_tokens: 0`` as "until the end", needs
+``--logits_all true`` for any log-probabilities, and reuses its KV cache across requests, so a
+seed does not reproduce samples.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ServerProfile:
         tokenize_path: the tokenizer endpoint, if any.
         tokenize_field: the request field holding the text for that endpoint.
         extra_body: fields added to every completion request (e.g. keep stop strings).
+        seeded: a seed makes sampling reproducible across requests.
     """
 
     name: str
@@ -53,6 +57,7 @@ class ServerProfile:
     tokenize_path: str | None = None
     tokenize_field: str = "prompt"
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    seeded: bool = True
 
 
 PROFILES: dict[str, ServerProfile] = {
@@ -72,6 +77,7 @@ PROFILES: dict[str, ServerProfile] = {
     "llama-cpp-python": ServerProfile(
         "llama-cpp-python", batch_prompts=False, native_n=False, echo_logprobs="broken",
         echo_max_tokens=1, tokenize_path="/extras/tokenize", tokenize_field="input",
+        seeded=False,
     ),
     "generic": ServerProfile("generic"),
 }
