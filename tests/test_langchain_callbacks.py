@@ -14,7 +14,6 @@ from specs_core.plugins import build_registry
 from langchain_support import AsyncRecorder, GatedPlugin, GatedPolicy, Recorder, toy_config
 from specs_langchain import RESULT_EVENT, STEP_EVENT, SpecsRunnable
 
-#: On the toy models this question has target steps, rejected drafts, and draft candidates.
 QUESTION = "What is 3 + 8?"
 
 STEP_KEYS = {
@@ -43,7 +42,9 @@ CANDIDATE_KEYS = {
 
 @pytest.fixture(scope="module")
 def runnable():
-    with SpecsRunnable.from_config(toy_config()) as r:
+    """SPECS that drafts every step after the target's first and rejects every draft
+    (tau_sw below any reward, tau_acc above any score), so each step has scored drafts."""
+    with SpecsRunnable.from_config(toy_config(tau_sw=-1.0, tau_acc=1e9)) as r:
         yield r
 
 
@@ -66,20 +67,27 @@ def test_invoke_in_a_chain_reports_start_steps_result_end(runnable):
 
     payloads = [s["data"] for s in steps]
     assert [p["decision"] for p in payloads] == [s.decision for s in expected.steps]
-    assert [p["decision"] for p in payloads] == ["target", "draft_rejected", "target", "target"]
+    assert len(payloads) >= 2
+    assert [p["decision"] for p in payloads] == ["target"] + ["draft_rejected"] * (
+        len(payloads) - 1
+    )
     assert all(set(p) == STEP_KEYS for p in payloads)
-    rejected = payloads[1]
-    assert rejected["drafted"] is True and rejected["accepted"] is False
-    drafts = [c for c in rejected["candidates"] if c["source"] == "draft"]
-    assert len(drafts) == 4
-    for c in drafts:
-        assert set(c) == CANDIDATE_KEYS and c["accepted"] is False
-        assert None not in (c["draft_logprob"], c["target_logprob"], c["reward"], c["score"])
-    assert any(c["source"] == "target" and c["accepted"] for c in rejected["candidates"])
+    for rejected in payloads[1:]:
+        assert rejected["drafted"] is True and rejected["accepted"] is False
+        assert rejected["source"] == "target"  # the target rewrote the step
+        drafts = [c for c in rejected["candidates"] if c["source"] == "draft"]
+        assert len(drafts) == 4
+        for c in drafts:
+            assert set(c) == CANDIDATE_KEYS and c["accepted"] is False
+            assert None not in (c["draft_logprob"], c["target_logprob"], c["reward"], c["score"])
+            assert c["score"] == pytest.approx(
+                c["target_logprob"] - c["draft_logprob"] + 10.0 * c["reward"]
+            )
+        assert any(c["source"] == "target" and c["accepted"] for c in rejected["candidates"])
 
     summary = result["data"]
     assert summary["answer"] == answer == expected.answer
-    assert summary["rejected_draft_steps"] == 1
+    assert summary["rejected_draft_steps"] == len(payloads) - 1
     assert set(summary["tokens"]) == {"toy-draft", "toy-target"}
     assert summary["latency_s"]["total"] > 0
     assert "steps" not in summary
@@ -115,7 +123,9 @@ def test_astream_events_shows_the_search(runnable):
 
     events = asyncio.run(run())
     custom = [e for e in events if e["event"] == "on_custom_event"]
-    assert [e["name"] for e in custom] == [STEP_EVENT] * 4 + [RESULT_EVENT]
+    steps = len(custom) - 1
+    assert steps >= 2
+    assert [e["name"] for e in custom] == [STEP_EVENT] * steps + [RESULT_EVENT]
     streamed = [e["data"]["chunk"] for e in events if e["event"] == "on_chain_stream"]
     assert [str(c) for c in streamed[:-1]] == [e["data"]["text"] for e in custom[:-1]]
     (end,) = [e for e in events if e["event"] == "on_chain_end"]
