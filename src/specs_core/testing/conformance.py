@@ -30,6 +30,7 @@ from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, T
 __all__ = [
     "DEFAULT_TOLERANCE",
     "LANGUAGE_MODEL_CHECKS",
+    "PREFIX_TOLERANCE_FLOOR",
     "REWARD_MODEL_CHECKS",
     "ConformanceCheck",
     "check_language_model",
@@ -404,15 +405,29 @@ def check_reward_batch(model: RewardModel, tolerance: float = 1e-6) -> None:
             raise _fail(name, f"{list(sol)} scored {row} in a batch, {alone} alone")
 
 
+#: The least difference :func:`check_reward_prefix` tolerates: scoring a prefix alone and the whole
+#: solution in one pass evaluates sequences of different lengths, which engines compute with
+#: slightly different numerics; a reward that looks ahead differs by far more.
+PREFIX_TOLERANCE_FLOOR = 0.01
+
+
 def check_reward_prefix(model: RewardModel, tolerance: float = 1e-6) -> None:
-    """A step's reward depends only on the steps up to it (rewards are cached by prefix)."""
+    """A step's reward depends only on the steps up to it (rewards are cached by prefix).
+
+    The tolerance used is at least :data:`PREFIX_TOLERANCE_FLOOR`.
+    """
     name = "reward_prefix"
+    tolerance = max(tolerance, PREFIX_TOLERANCE_FLOOR)
     full = REWARD_SOLUTIONS[0]
     [whole] = _rewards(name, model, [full])
     for j in range(1, len(full)):
         [part] = _rewards(name, model, [full[:j]])
         if not _close(part, whole[:j], tolerance):
-            raise _fail(name, f"the first {j} steps scored {part} alone, {whole[:j]} in full")
+            raise _fail(
+                name,
+                f"the first {j} steps scored {part} alone, {whole[:j]} in full (tolerance "
+                f"{tolerance}): a step's reward must not depend on later steps",
+            )
 
 
 def check_reward_score_last(model: RewardModel, tolerance: float = 1e-6) -> None:
