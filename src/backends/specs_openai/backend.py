@@ -357,8 +357,20 @@ class OpenAIModel:
                 rows = rows[0]
             return tuple(int(t) for t in rows)
 
+        def many(batch: Sequence[str]) -> list[tuple[int, ...]]:
+            body = {name: list(batch), "model": self._model, "add_special_tokens": special}
+            rows = field(transport.request("POST", path, body), "tokens", list, where)
+            if len(rows) != len(batch) or not all(isinstance(r, list) for r in rows):
+                raise ProtocolError(f"{where}: expected {len(batch)} token lists in 'tokens'")
+            return [tuple(int(t) for t in r) for r in rows]
+
         unique = list(dict.fromkeys(texts))
-        table = dict(zip(unique, transport.map(one, unique), strict=True))
+        if profile.tokenize_lists:
+            done = transport.map(many, list(chunks(unique, self.options.max_batch)))
+            found = [ids for rows in done for ids in rows]
+        else:
+            found = transport.map(one, unique)
+        table = dict(zip(unique, found, strict=True))
         if name != "input" or special:
             return [table[t] for t in texts]
         if self._bos_prefix is None:  # this endpoint always adds the model's special tokens

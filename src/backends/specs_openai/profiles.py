@@ -43,6 +43,7 @@ class ServerProfile:
         token_prompts: ``prompt`` may be token ids (lists of ints), for exact echo scoring.
         tokenize_path: the tokenizer endpoint, if any.
         tokenize_field: the request field holding the text for that endpoint.
+        tokenize_lists: that endpoint takes a list of texts in one request.
         extra_body: fields added to every completion request (e.g. keep stop strings).
         seeded: a seed makes sampling reproducible across requests.
     """
@@ -56,6 +57,7 @@ class ServerProfile:
     token_prompts: bool = False
     tokenize_path: str | None = None
     tokenize_field: str = "prompt"
+    tokenize_lists: bool = False
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     seeded: bool = True
 
@@ -68,6 +70,7 @@ PROFILES: dict[str, ServerProfile] = {
     ),
     "sglang": ServerProfile(
         "sglang", echo_logprobs="trusted", token_prompts=True, tokenize_path="/v1/tokenize",
+        tokenize_lists=True,
         extra_body={"no_stop_trim": True},
     ),
     "llama.cpp": ServerProfile(
