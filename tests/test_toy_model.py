@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -323,3 +326,24 @@ def test_toy_answer() -> None:
     assert toy_answer("Add 15 and 10.") == 4  # 25 mod 21
     assert toy_answer("Find x.") == toy_answer("Find x.")
     assert 0 <= toy_answer("no numbers here") < 21
+
+
+def test_outputs_are_the_same_in_every_process() -> None:
+    code = (
+        "from specs_core.testing import ToyLanguageModel\n"
+        "from specs_core.types import Prompt, SamplingParams\n"
+        "m = ToyLanguageModel('draft')\n"
+        "p = SamplingParams(n=2, temperature=1.0, max_tokens=40, seed=3)\n"
+        "print([c.text for c in m.generate([Prompt('What is 2 + 3?')], p)[0]])\n"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1 and "\\\\boxed" in outputs.pop()
