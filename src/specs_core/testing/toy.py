@@ -323,9 +323,7 @@ class ToyLanguageModel:
         index = _BLOCK_INDEX.get(token)
         if index is not None:
             return dist[0][index]
-        if token >= _FIRST_BYTE:
-            return dist[1]
-        return dist[1] - 20.0  # a marker inside a continuation: possible but very unlikely
+        return dist[1]  # a byte token: the tokenizer never produces markers
 
     # -- generation ---------------------------------------------------------------------------
 
