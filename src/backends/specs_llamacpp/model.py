@@ -1,0 +1,295 @@
+"""``LlamaCppModel``: the :class:`~specs_core.protocols.LanguageModel` of the llama.cpp backend.
+
+Sharing and locking: loaded models live in a module-level table keyed by the resolved GGUF path
+and the load options (``n_ctx``, ``n_threads``, ``n_batch``, ``n_seq_max``, ``flash_attn``). Every
+``LlamaCppModel`` naming the same file with the same load options (a draft and a judge reward
+model on the target, say) holds a reference to one :class:`SharedModel`; the last ``close()``
+frees it. Each shared model has one :class:`threading.Lock`, held by every ``generate`` and
+``logprobs`` call, so any number of threads may call it; calls run one at a time.
+
+``llama_cpp`` and ``numpy`` are imported on first use only: this module imports without them and
+raises :class:`~specs_core.errors.BackendUnavailableError` naming the ``llamacpp`` extra when used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from specs_core.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidInputError,
+    SpecsError,
+)
+from specs_core.protocols import Capabilities
+from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
+
+from specs_llamacpp.chat import ChatTemplate
+from specs_llamacpp.models import EMBEDDED_MODELS, resolve_model_path
+from specs_llamacpp.options import LlamaCppOptions
+
+if TYPE_CHECKING:
+    from specs_llamacpp.runtime import LlamaRuntime, LoadOptions
+
+__all__ = ["CAPABILITIES", "LlamaCppModel", "SharedModel", "loaded_model_count"]
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(
+    batched_generation=True,
+    prefix_cache=True,
+    generation_logprobs=True,
+    scoring=True,
+    seeded=True,
+    concurrent=True,
+)
+
+
+def _engine() -> None:
+    """Import the engine or raise :class:`BackendUnavailableError`."""
+    try:
+        import llama_cpp  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError as e:
+        raise BackendUnavailableError("llamacpp", "llamacpp", str(e)) from e
+
+
+@dataclass
+class SharedModel:
+    """A loaded model shared by every ``LlamaCppModel`` with the same file and load options."""
+
+    key: LoadOptions
+    runtime: LlamaRuntime
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    refs: int = 0
+
+
+_loaded: dict[LoadOptions, SharedModel] = {}
+_loaded_lock = threading.Lock()
+
+
+def loaded_model_count() -> int:
+    """How many distinct models are loaded in this process."""
+    with _loaded_lock:
+        return len(_loaded)
+
+
+def _acquire(key: LoadOptions, verbose: bool) -> SharedModel:
+    with _loaded_lock:
+        shared = _loaded.get(key)
+        if shared is None:
+            from specs_llamacpp.runtime import LlamaRuntime
+
+            path, n_ctx, n_threads, n_batch, n_seq_max, flash_attn = key
+            log.info("loading %s (n_ctx=%d, n_seq_max=%d)", path, n_ctx, n_seq_max)
+            runtime = LlamaRuntime(
+                Path(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                n_seq_max=n_seq_max, flash_attn=flash_attn, verbose=verbose,
+            )
+            shared = _loaded[key] = SharedModel(key, runtime)
+        shared.refs += 1
+        return shared
+
+
+def _release(shared: SharedModel) -> None:
+    with _loaded_lock:
+        shared.refs -= 1
+        if shared.refs > 0:
+            return
+        _loaded.pop(shared.key, None)
+    with shared.lock:  # let a call in flight finish before freeing
+        shared.runtime.close()
+
+
+def _default_name(source: str) -> str:
+    if source in EMBEDDED_MODELS or source.startswith("hf:"):
+        return source
+    return Path(source).name.removesuffix(".gguf")
+
+
+class LlamaCppModel:
+    """A GGUF model run by llama.cpp. Cheap to build: the file loads on first use.
+
+    Args:
+        options: the validated backend options.
+
+    Example:
+        >>> from specs_core.types import Prompt, SamplingParams
+        >>> model = LlamaCppModel(LlamaCppOptions(model="smollm2-135m"))
+        >>> out = model.generate([Prompt("What is 2+3?")], SamplingParams(n=2, max_tokens=8))
+        >>> model.close()
+    """
+
+    def __init__(self, options: LlamaCppOptions) -> None:
+        self.options = options
+        self._name = options.name or _default_name(options.source)
+        self._shared: SharedModel | None = None
+        self._template: ChatTemplate | None = None
+        self._state_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The model's display and accounting name."""
+        return self._name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything: batched generation, prefix cache, logprobs, scoring, seeds, threads."""
+        return CAPABILITIES
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _load(self) -> SharedModel:
+        with self._state_lock:
+            if self._closed:
+                raise InvalidInputError(f"model {self.name!r} is closed; build a new one")
+            if self._shared is None:
+                _engine()
+                path = resolve_model_path(self.options.source)
+                opts = self.options
+                key: LoadOptions = (
+                    str(path), opts.n_ctx, opts.n_threads or os.cpu_count() or 1, opts.n_batch,
+                    opts.n_seq_max, opts.flash_attn,
+                )
+                self._shared = _acquire(key, opts.verbose)
+            return self._shared
+
+    @property
+    def runtime(self) -> LlamaRuntime:
+        """The loaded llama.cpp model (loads it); shared with every equal ``LlamaCppModel``."""
+        return self._load().runtime
+
+    def chat_template(self) -> ChatTemplate:
+        """The chat template in use: the ``chat_template`` option or the GGUF's own."""
+        runtime = self.runtime
+        with self._state_lock:
+            if self._template is None:
+                source, origin = self.options.chat_template, "the chat_template option"
+                if source is None:
+                    source, origin = runtime.chat_template(), f"the metadata of {runtime.path.name}"
+                if source is None:
+                    raise ConfigError(
+                        f"model {self.name!r} has no chat template in its GGUF metadata; pass "
+                        "one as the chat_template option"
+                    )
+                self._template = ChatTemplate(
+                    source, bos_token=runtime.special_text("bos"),
+                    eos_token=runtime.special_text("eos"), origin=origin,
+                )
+            return self._template
+
+    def render(self, prompt: Prompt) -> str:
+        """The text this model continues for ``prompt`` (chat template + open partial answer)."""
+        return self.chat_template().render(prompt)
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    def _seed(self, params: SamplingParams) -> int:
+        if params.seed is not None:
+            return params.seed
+        if self.options.seed is not None:
+            return self.options.seed
+        return secrets.randbits(63)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        """Continue each prompt ``params.n`` times; the ``n`` samples are decoded in one batch.
+
+        Raises:
+            ContextOverflowError: a prompt plus ``max_tokens`` exceeds ``n_ctx``.
+            InvalidInputError: a prompt is not a :class:`Prompt`.
+        """
+        from specs_llamacpp.generation import check_generation_fits, generate_samples
+
+        texts = [self.render(p) for p in prompts]
+        seed = self._seed(params)
+        shared = self._load()
+        with shared.lock:
+            rt = shared.runtime
+            tokenized = [rt.tokenize(t) for t in texts]
+            for tokens in tokenized:
+                check_generation_fits(len(tokens), params, rt.n_ctx, self.name)
+            try:
+                return [
+                    generate_samples(rt, tokens, params, seed, i)
+                    for i, tokens in enumerate(tokenized)
+                ]
+            except SpecsError:
+                raise
+            except Exception:
+                rt.reset()  # the cache state is unknown after a failure
+                raise
+
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs]:
+        """Log-probability of each continuation token after its prompt (untempered).
+
+        Equal prompts are grouped so their prefix is evaluated once; the cache also carries over
+        from the previous call when the new text extends what it holds.
+
+        Raises:
+            InvalidInputError: the two lists differ in length.
+            ContextOverflowError: a prompt plus its continuation exceeds ``n_ctx``.
+        """
+        from specs_llamacpp.generation import score_continuations
+
+        if len(prompts) != len(continuations):
+            raise InvalidInputError(
+                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
+                "continuation per prompt"
+            )
+        groups: dict[str, list[int]] = {}
+        prefixes = [self.render(p) for p in prompts]
+        for i, prefix in enumerate(prefixes):
+            groups.setdefault(prefix, []).append(i)
+        shared = self._load()
+        results: list[TokenLogprobs | None] = [None] * len(prompts)
+        with shared.lock:
+            rt = shared.runtime
+            try:
+                for prefix, indices in groups.items():
+                    prefix_tokens = rt.tokenize(prefix)
+                    fulls = [rt.tokenize(prefix + continuations[i]) for i in indices]
+                    for i, scored in zip(
+                        indices, score_continuations(rt, prefix_tokens, fulls), strict=True
+                    ):
+                        results[i] = scored
+            except SpecsError:
+                raise
+            except Exception:
+                rt.reset()
+                raise
+        return [r for r in results if r is not None]
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release this model's reference; the last reference frees the weights."""
+        with self._state_lock:
+            self._closed = True
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            _release(shared)
+
+    def __enter__(self) -> LlamaCppModel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppModel(name={self.name!r}, source={self.options.source!r})"

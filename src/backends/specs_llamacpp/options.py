@@ -1,0 +1,73 @@
+"""The options of the ``llamacpp`` backend, validated by pydantic (pure: no I/O, no engine)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["LlamaCppOptions"]
+
+
+class LlamaCppOptions(BaseModel):
+    """Options of the ``llamacpp`` backend.
+
+    Exactly one model source is given: ``model`` (a local ``.gguf`` path,
+    ``hf:OWNER/REPO/FILE.gguf`` or an embedded model name such as ``smollm2-135m``), or
+    ``hf_repo`` together with ``hf_file``.
+
+    Roles whose load options (the model file, ``n_ctx``, ``n_threads``, ``n_batch``, ``n_seq_max``,
+    ``flash_attn``) are equal share one loaded model, even when their other options differ.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(
+        default=None,
+        description="a .gguf path, 'hf:OWNER/REPO/FILE.gguf', or an embedded model name",
+    )
+    hf_repo: str | None = Field(default=None, description="Hugging Face repository (OWNER/REPO)")
+    hf_file: str | None = Field(default=None, description="GGUF file inside hf_repo")
+    name: str | None = Field(
+        default=None, description="display and accounting name (default: derived from the source)"
+    )
+    n_ctx: int = Field(default=4096, ge=64, description="context size in tokens (all sequences)")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads (default: os.cpu_count())"
+    )
+    n_batch: int = Field(default=512, ge=1, description="most tokens submitted per decode call")
+    n_seq_max: int = Field(
+        default=16, ge=1, le=256, description="most sequences decoded together (samples per batch)"
+    )
+    flash_attn: bool = Field(
+        default=True,
+        description="use flash attention (makes batched and single-token decoding agree exactly)",
+    )
+    seed: int | None = Field(
+        default=None, description="seed used when a call gives none (None: unseeded)"
+    )
+    chat_template: str | None = Field(
+        default=None, description="a Jinja chat template replacing the one in the GGUF metadata"
+    )
+    verbose: bool = Field(default=False, description="let llama.cpp print its own logs")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LlamaCppOptions:
+        has_hf = self.hf_repo is not None or self.hf_file is not None
+        if self.model is not None and has_hf:
+            raise ValueError("give either 'model' or 'hf_repo' + 'hf_file', not both")
+        if self.model is None and not has_hf:
+            raise ValueError(
+                "no model given: set 'model' to a .gguf path, 'hf:OWNER/REPO/FILE.gguf' or an "
+                "embedded model name (see 'specs models list')"
+            )
+        if has_hf and (not self.hf_repo or not self.hf_file):
+            raise ValueError("'hf_repo' and 'hf_file' must be given together")
+        if self.model is not None and not self.model.strip():
+            raise ValueError("'model' is empty")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The model source as one string (``hf:`` form for hub sources)."""
+        if self.model is not None:
+            return self.model
+        return f"hf:{self.hf_repo}/{self.hf_file}"

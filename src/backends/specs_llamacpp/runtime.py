@@ -1,0 +1,309 @@
+"""One loaded GGUF model and its llama.cpp context, driven through the low-level C API.
+
+The context is created with ``n_seq_max`` sequences and a unified KV cache, so sequences forked
+from a prompt share its cells (``llama_memory_seq_cp`` adds a sequence id to the cells instead of
+copying them). Sequence 0 is the "home" sequence: it holds the tokens of the last prompt or scored
+text, and :meth:`LlamaRuntime.evaluate` reuses the longest common token prefix with it, trimming the
+rest (``llama_memory_seq_rm``) before evaluating only what is new. Other sequences live only for
+the duration of one generation group.
+
+Nothing here is thread-safe: the owner holds one lock around every call (see ``model.py``).
+This module imports ``llama_cpp`` and ``numpy`` at import time; import it lazily.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import llama_cpp
+import llama_cpp._logger
+import numpy as np
+import numpy.typing as npt
+from specs_core.errors import BackendError, ContextOverflowError
+
+__all__ = ["LlamaRuntime", "LoadOptions", "common_prefix"]
+
+log = logging.getLogger(__name__)
+
+#: (resolved path, n_ctx, n_threads, n_batch, n_seq_max, flash_attn): what makes a model distinct.
+LoadOptions = tuple[str, int, int, int, int, bool]
+
+_backend_ready = False
+_backend_lock = threading.Lock()
+
+#: Most tokens per decode call that request logits (bounds the logits buffer: rows x vocab floats).
+_MAX_LOGIT_ROWS = 128
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class LlamaRuntime:
+    """A GGUF model, its context, one reusable batch and the token list of sequence 0.
+
+    Args:
+        path: the GGUF file.
+        n_ctx: context cells shared by all sequences.
+        n_threads: CPU threads for decoding and prompt evaluation.
+        n_batch: most tokens per decode call.
+        n_seq_max: most sequences alive at once.
+        flash_attn: enable flash attention.
+        verbose: let llama.cpp print its logs.
+
+    Raises:
+        BackendError: llama.cpp cannot load the file or create the context.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_batch: int,
+        n_seq_max: int,
+        flash_attn: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        _init_backend()
+        llama_cpp._logger.set_verbose(verbose)
+        self.path = path
+        self._model = llama_cpp.llama_model_load_from_file(
+            str(path).encode("utf-8"), llama_cpp.llama_model_default_params()
+        )
+        if not self._model:
+            raise BackendError(
+                f"llama.cpp could not load {str(path)!r}; check that it is a GGUF file of a "
+                "supported architecture (set verbose: true to see llama.cpp's own message)"
+            )
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, 512)
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise BackendError(
+                f"llama.cpp could not create a context of {n_ctx} tokens x {n_seq_max} sequences "
+                f"for {str(path)!r}; lower n_ctx or n_seq_max"
+            )
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ctx))
+        self.n_seq_max = int(llama_cpp.llama_n_seq_max(self._ctx))
+        self.n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(max(n_batch, self.n_seq_max), 0, 1)
+        self._seq0: list[int] = []
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- metadata and tokens -----------------------------------------------------------------
+
+    def chat_template(self) -> str | None:
+        """The chat template stored in the GGUF metadata, if any."""
+        raw = llama_cpp.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8") if raw else None
+
+    def special_text(self, which: str) -> str:
+        """The text of the ``"bos"`` or ``"eos"`` token ("" when the model has none)."""
+        token = (llama_cpp.llama_vocab_bos if which == "bos" else llama_cpp.llama_vocab_eos)(
+            self._vocab
+        )
+        if token < 0:
+            return ""
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return text.decode("utf-8", errors="replace") if text else ""
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text``, special tokens parsed, BOS added when the model wants one.
+
+        BOS is added only when the vocabulary asks for it and the text does not already start
+        with it (chat templates often render it themselves).
+        """
+        data = text.encode("utf-8")
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        if add_bos and self.special_text("bos") and text.startswith(self.special_text("bos")):
+            add_bos = False
+        size = len(data) + 8
+        buf = (llama_cpp.llama_token * size)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_bos, True)
+        if count < 0:
+            size = -count
+            buf = (llama_cpp.llama_token * size)()
+            count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_bos, True)
+            if count < 0:
+                raise BackendError(f"llama.cpp failed to tokenize a text of {len(data)} bytes")
+        return list(buf[:count])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token adds to the text (control tokens add none)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+                cached = big.raw[:n]
+            else:
+                cached = self._piece_buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+    def is_end(self, token: int) -> bool:
+        """True for end-of-generation tokens (EOS, EOT, ``<|im_end|>``...)."""
+        flag = self._eog.get(token)
+        if flag is None:
+            flag = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return flag
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, wants_logits) entries in one llama_decode call."""
+        batch = self._batch
+        batch.n_tokens = len(entries)
+        for i, (token, pos, seq, wants) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = wants
+        code = llama_cpp.llama_decode(self._ctx, batch)
+        if code == 1:
+            self.reset()
+            raise ContextOverflowError(
+                f"the KV cache of {self.n_ctx} cells is full; raise n_ctx or ask for fewer or "
+                "shorter samples"
+            )
+        if code != 0:
+            self.reset()
+            raise BackendError(f"llama_decode failed with code {code}")
+
+    def _row(self, index: int) -> npt.NDArray[np.float32]:
+        """The logits of the ``index``-th batch entry (a view valid until the next decode)."""
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def evaluate(
+        self,
+        tokens: Sequence[int],
+        logits_from: int,
+        on_logits: Callable[[int, npt.NDArray[np.float32]], None] | None = None,
+    ) -> int:
+        """Make sequence 0 hold ``tokens``, reusing the common prefix already in the cache.
+
+        Args:
+            tokens: the full token list sequence 0 must hold.
+            logits_from: the first position whose logits are needed (``len(tokens)`` for none).
+            on_logits: called with ``(position, logits_row)`` for every position from
+                ``logits_from`` on; the row is a view valid only during the call.
+
+        Returns:
+            How many leading tokens were reused from the cache instead of evaluated.
+        """
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{len(tokens)} tokens do not fit in the context of {self.n_ctx} tokens; raise "
+                "n_ctx or shorten the text"
+            )
+        llama_cpp.llama_memory_seq_keep(self._memory, 0)
+        reuse = min(common_prefix(self._seq0, tokens), logits_from)
+        if not llama_cpp.llama_memory_seq_rm(self._memory, 0, reuse, -1):
+            llama_cpp.llama_memory_clear(self._memory, True)  # models that cannot trim (recurrent)
+            reuse = 0
+        self._seq0 = list(tokens[:reuse])
+        pos = reuse
+        while pos < len(tokens):
+            rows = 0
+            entries: list[tuple[int, int, int, bool]] = []
+            while pos < len(tokens) and len(entries) < self.n_batch:
+                wants = pos >= logits_from
+                if wants and rows == _MAX_LOGIT_ROWS:
+                    break
+                rows += wants
+                entries.append((tokens[pos], pos, 0, wants))
+                pos += 1
+            self._decode(entries)
+            self._seq0.extend(t for t, _, _, _ in entries)
+            if on_logits is not None:
+                for i, (_, p, _, wants) in enumerate(entries):
+                    if wants:
+                        on_logits(p, self._row(i))
+        return reuse
+
+    def fork(self, count: int) -> None:
+        """Share sequence 0 with sequences 1..count-1 (dropping every other sequence first)."""
+        llama_cpp.llama_memory_seq_keep(self._memory, 0)
+        for seq in range(1, count):
+            llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+
+    def trim(self, length: int) -> None:
+        """Cut sequence 0 back to its first ``length`` tokens and drop every other sequence."""
+        llama_cpp.llama_memory_seq_keep(self._memory, 0)
+        if not llama_cpp.llama_memory_seq_rm(self._memory, 0, length, -1):
+            self.reset()
+            raise BackendError("this model's cache cannot be trimmed; it is not supported")
+        del self._seq0[length:]
+
+    def step(self, entries: Sequence[tuple[int, int, int]]) -> list[npt.NDArray[np.float32]]:
+        """Decode one (token, position, sequence) per live sequence; return their logits rows.
+
+        The rows are views valid until the next decode call.
+        """
+        self._decode([(token, pos, seq, True) for token, pos, seq in entries])
+        for token, pos, seq in entries:
+            if seq == 0 and pos == len(self._seq0):
+                self._seq0.append(token)
+        return [self._row(i) for i in range(len(entries))]
+
+    def reset(self) -> None:
+        """Forget every cached sequence (after an error the cache state is not trusted)."""
+        llama_cpp.llama_memory_clear(self._memory, True)
+        self._seq0 = []
+
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        """The tokens sequence 0 holds now."""
+        return tuple(self._seq0)
+
+    def close(self) -> None:
+        """Free the batch, the context and the model. Calling it twice is harmless."""
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
