@@ -331,6 +331,7 @@ def prepare_embedded(model: EmbeddedModel, *, progress: bool = False, force: boo
                 _write_marker(model, target)
                 return target
             log.warning("cached %s does not match its checksum; assembling it again", target)
+            target.unlink(missing_ok=True)
         return _assemble(model, parts, target, progress)
 
 
