@@ -77,11 +77,26 @@ def test_real_chain_streams_steps_and_matches_invoke(chain, invoked):
 
 
 @pytest.mark.slow
-def test_real_batch_shares_the_model(smollm2, chain, invoked):
+def test_real_batch_runs_concurrent_searches_on_the_shared_model(smollm2, chain):
+    """Two searches at once on one loaded llama.cpp model both complete, in input order.
+
+    Their results are not compared with sequential runs: on this engine, concurrent searches
+    do not always reproduce the rewards of sequential ones. Exact batch/sequential equality is
+    tested on the deterministic toy backend (``test_langchain_config.py``).
+    """
     target = smollm2.specs.model("target")
-    batched = chain.batch([{"question": q} for q in QUESTIONS], config={"max_concurrency": 2})
-    same_search(batched[0], invoked)
-    same_search(batched[1], chain.invoke({"question": QUESTIONS[1]}))
+    recorder = Recorder()
+    batched = chain.batch(
+        [{"question": q} for q in QUESTIONS],
+        config={"max_concurrency": 2, "callbacks": [recorder]},
+    )
+    assert [out.question for out in batched] == list(QUESTIONS)
+    for out in batched:
+        assert out.steps and out.solution == "".join(out.solution_steps)
+        assert all(s.reward is not None and 0.0 <= s.reward <= 1.0 for s in out.steps)
+        assert out.tokens["smollm2-135m"].generated > 0
+    assert len(recorder.of(STEP_EVENT)) == sum(len(out.steps) for out in batched)
+    assert len(recorder.of("end", "SpecsRunnable")) == 2
     assert smollm2.specs.model("target") is target
     assert smollm2.specs.model("draft") is target  # equal configs share one loaded model
 
