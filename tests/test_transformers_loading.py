@@ -89,6 +89,16 @@ def test_hub_repository_offline_names_the_download_command() -> None:
     assert resolve_source("owner/name").local is False
 
 
+def test_gguf_sources_that_cannot_be_found_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=re.escape("has no GGUF file 'm.gguf'")):
+        _load(TransformersModel(TransformersOptions(model=str(tmp_path), gguf_file="m.gguf")))
+    options = TransformersOptions(model="owner/repo-GGUF", gguf_file="m.Q4_K_M.gguf",
+                                  local_files_only=True)
+    with pytest.raises(ModelNotFoundError,
+                       match=re.escape("huggingface-cli download owner/repo-GGUF m.Q4_K_M.gguf")):
+        _load(TransformersModel(options))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_unavailable_device_is_refused(saved: Path) -> None:
     with pytest.raises(InvalidInputError, match="no CUDA device"):

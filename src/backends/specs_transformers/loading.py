@@ -33,7 +33,7 @@ from specs_transformers._engine import (
     resolve_dtype,
     set_threads,
 )
-from specs_transformers.options import LoadOptions, TransformersOptions
+from specs_transformers.options import TransformersOptions
 
 if TYPE_CHECKING:
     import torch
@@ -185,38 +185,62 @@ class LoadedModel:
     from_cache: bool = False
 
 
+def _local_gguf(options: TransformersOptions) -> Path:
+    """The GGUF file as a local path; a file in a hub repository is downloaded once.
+
+    Raises:
+        ModelNotFoundError: the file is missing, or cannot be fetched (offline).
+    """
+    name = str(options.gguf_file)
+    if not options.model:
+        return resolve_gguf_path(name)
+    source = resolve_source(options.model, options.revision)
+    if source.local:
+        path = Path(source.location) / name
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{describe_source(source)} has no GGUF file {name!r}; check gguf_file"
+            )
+        return path
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(
+            hf_hub_download(source.location, name, revision=source.revision,
+                            local_files_only=options.local_files_only)
+        )
+    except Exception as e:  # offline, missing file, bad revision: all reported the same way
+        raise ModelNotFoundError(
+            f"cannot fetch {name!r} from {describe_source(source)}: {e}. Without internet "
+            f"access, download it first (huggingface-cli download {source.location} {name}) "
+            "or pass a local .gguf path as gguf_file"
+        ) from e
+
+
 def _gguf_load(options: TransformersOptions, dtype: torch.dtype) -> tuple[Any, Any, str, bool]:
     tf = engine().transformers
-    if options.model:
-        source = resolve_source(options.model, options.revision)
-        location, filename = source, str(options.gguf_file)
-        cache_path: Path | None = None
-        if source.local and (Path(source.location) / filename).is_file():
-            cache_path = Path(source.location) / filename
-    else:
-        cache_path = resolve_gguf_path(str(options.gguf_file))
-        location = ModelSource(str(cache_path.parent), local=True)
-        filename = cache_path.name
-    dtype_name = str(dtype).removeprefix("torch.")
+    path = _local_gguf(options)
     target: Path | None = None
-    if options.gguf_cache and cache_path is not None:
-        target = conversion_cache_root(options.cache_dir) / gguf_cache_key(cache_path, dtype_name)
+    if options.gguf_cache:
+        dtype_name = str(dtype).removeprefix("torch.")
+        target = conversion_cache_root(options.cache_dir) / gguf_cache_key(path, dtype_name)
         if (target / "config.json").is_file():
-            log.info("loading converted %s from %s", filename, target)
+            log.info("loading converted %s from %s", path.name, target)
             cached = ModelSource(str(target), local=True)
             model = load_pretrained(tf.AutoModelForCausalLM.from_pretrained, cached, "model",
                                     dtype=dtype)
             tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, cached, "tokenizer")
-            return model, tokenizer, f"{filename} (converted copy in {target})", True
+            return model, tokenizer, f"{path.name} (converted copy in {target})", True
     _require_gguf_packages()
-    kwargs: dict[str, Any] = {"gguf_file": filename, "local_files_only": options.local_files_only}
-    log.info("converting %s with transformers (dequantizing; slow the first time)", filename)
-    tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, location, "tokenizer", **kwargs)
+    location = ModelSource(str(path.parent), local=True)
+    log.info("converting %s with transformers (dequantizing; slow the first time)", path.name)
+    tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, location, "tokenizer",
+                                gguf_file=path.name)
     model = load_pretrained(tf.AutoModelForCausalLM.from_pretrained, location, "model",
-                            dtype=dtype, **kwargs)
+                            dtype=dtype, gguf_file=path.name)
     if target is not None:
-        _save_converted(model, tokenizer, target, cache_path)
-    return model, tokenizer, filename, False
+        _save_converted(model, tokenizer, target, path)
+    return model, tokenizer, path.name, False
 
 
 def _save_plain(model: Any, directory: Path) -> None:
@@ -237,7 +261,7 @@ def _save_plain(model: Any, directory: Path) -> None:
             config.quantization_config = quantization
 
 
-def _save_converted(model: Any, tokenizer: Any, target: Path, gguf: Path | None) -> None:
+def _save_converted(model: Any, tokenizer: Any, target: Path, gguf: Path) -> None:
     """Save a converted model atomically (a temporary directory renamed into place)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -296,11 +320,3 @@ def load_causal_lm(options: TransformersOptions) -> LoadedModel:
     seconds = time.perf_counter() - start
     log.info("loaded %s on %s in %.1f s", origin, device, seconds)
     return LoadedModel(model, tokenizer, device, origin, seconds, from_cache)
-
-
-def load_options_common(options: LoadOptions) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments shared by every load of ``options``."""
-    return {
-        "trust_remote_code": options.trust_remote_code,
-        "local_files_only": options.local_files_only,
-    }
