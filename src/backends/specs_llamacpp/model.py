@@ -39,7 +39,13 @@ from specs_llamacpp.options import LlamaCppOptions
 if TYPE_CHECKING:
     from specs_llamacpp.runtime import LlamaRuntime, LoadOptions
 
-__all__ = ["CAPABILITIES", "LlamaCppModel", "SharedModel", "loaded_model_count"]
+__all__ = [
+    "CAPABILITIES",
+    "LlamaCppModel",
+    "SharedModel",
+    "engine_unavailable_reason",
+    "loaded_model_count",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +59,33 @@ CAPABILITIES = Capabilities(
 )
 
 
-def _engine() -> None:
-    """Import the engine or raise :class:`BackendUnavailableError`."""
+#: llama.cpp's OpenMP worker threads spin while they wait. When the cores are shared with other
+#: busy processes that spinning made two-thread decoding up to 100x slower on a 2-core machine;
+#: passive waiting avoids it. Set OMP_WAIT_POLICY yourself (e.g. ACTIVE) to override.
+OMP_WAIT_POLICY_DEFAULT = "PASSIVE"
+
+
+def engine_unavailable_reason() -> str | None:
+    """``None`` when llama-cpp-python can be used, else why not.
+
+    Sets ``OMP_WAIT_POLICY`` (unless already set) before the engine's library is first loaded.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY_DEFAULT)
     try:
         import llama_cpp  # noqa: F401
         import numpy  # noqa: F401
     except ImportError as e:
-        raise BackendUnavailableError("llamacpp", "llamacpp", str(e)) from e
+        return f"llama-cpp-python is not installed ({e})"
+    except OSError as e:  # the package is there but its shared library cannot be loaded
+        return f"llama-cpp-python cannot load its library ({e})"
+    return None
+
+
+def _engine() -> None:
+    """Import the engine or raise :class:`BackendUnavailableError`."""
+    reason = engine_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailableError("llamacpp", "llamacpp", reason)
 
 
 @dataclass
@@ -207,11 +233,11 @@ class LlamaCppModel:
             ContextOverflowError: a prompt plus ``max_tokens`` exceeds ``n_ctx``.
             InvalidInputError: a prompt is not a :class:`Prompt`.
         """
+        shared = self._load()  # first: it sets up the engine's environment before importing it
         from specs_llamacpp.generation import check_generation_fits, generate_samples
 
         texts = [self.render(p) for p in prompts]
         seed = self._seed(params)
-        shared = self._load()
         with shared.lock:
             rt = shared.runtime
             tokenized = [rt.tokenize(t) for t in texts]
@@ -240,6 +266,7 @@ class LlamaCppModel:
             InvalidInputError: the two lists differ in length.
             ContextOverflowError: a prompt plus its continuation exceeds ``n_ctx``.
         """
+        shared = self._load()
         from specs_llamacpp.generation import score_continuations
 
         if len(prompts) != len(continuations):
@@ -251,7 +278,6 @@ class LlamaCppModel:
         prefixes = [self.render(p) for p in prompts]
         for i, prefix in enumerate(prefixes):
             groups.setdefault(prefix, []).append(i)
-        shared = self._load()
         results: list[TokenLogprobs | None] = [None] * len(prompts)
         with shared.lock:
             rt = shared.runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from specs_core.hookspecs import hookimpl
 from specs_core.plugins import RegisterBackend
 
-from specs_llamacpp.model import LlamaCppModel
+from specs_llamacpp.model import LlamaCppModel, engine_unavailable_reason
 from specs_llamacpp.options import LlamaCppOptions
 
 __all__ = ["available", "create_model", "register_backends"]
@@ -13,13 +13,7 @@ __all__ = ["available", "create_model", "register_backends"]
 
 def available() -> str | None:
     """``None`` when llama-cpp-python imports, else the reason it does not."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as e:
-        return f"llama-cpp-python is not installed ({e})"
-    except OSError as e:  # the shared library is present but cannot be loaded
-        return f"llama-cpp-python cannot load its library ({e})"
-    return None
+    return engine_unavailable_reason()
 
 
 def create_model(options: LlamaCppOptions) -> LlamaCppModel:
