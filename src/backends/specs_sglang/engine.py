@@ -28,8 +28,6 @@ _GENERATE_KEYS = {
     "sampling_params": "sampling_params",
     "return_logprob": "return_logprob",
     "logprob_start_len": "logprob_start_len",
-    "top_logprobs_num": "top_logprobs_num",
-    "return_text_in_logprobs": "return_text_in_logprobs",
 }
 
 
