@@ -8,7 +8,9 @@ from small configs with a fixed seed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 CHATML = (
@@ -62,6 +64,20 @@ def tiny_tokenizer(char_level: bool = False) -> Any:
         pad_token="<|endoftext|>",
         chat_template=CHATML,
     )
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: tiny models gain nothing from more, and on a busy machine every
+    multi-threaded op of a tiny model waits for a time slice of the other thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _common(tokenizer: Any, **overrides: Any) -> dict[str, Any]:

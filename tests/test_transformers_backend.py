@@ -8,6 +8,7 @@ the model itself.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +20,16 @@ from specs_core.errors import ContextOverflowError, InvalidInputError
 from specs_core.testing import LANGUAGE_MODEL_CHECKS
 from specs_core.types import FinishReason, Prompt, SamplingParams
 
-from _tiny_hf import tiny_llama, tiny_qwen2, tiny_tokenizer
+from _tiny_hf import one_torch_thread, tiny_llama, tiny_qwen2, tiny_tokenizer
 from specs_transformers import TransformersModel
 
 pytestmark = pytest.mark.transformers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 QUESTION = "What is 12 * 4?"
 BUILDERS = {"llama": tiny_llama, "qwen2": tiny_qwen2}

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,17 @@ from specs_core.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from specs_core.plugins import build_registry
 from specs_core.types import Prompt, SamplingParams
 
-from _tiny_hf import tiny_llama, tiny_qwen2, tiny_tokenizer
+from _tiny_hf import one_torch_thread, tiny_llama, tiny_qwen2, tiny_tokenizer
 from specs_transformers import CAPABILITIES, TransformersModel, TransformersOptions
 from specs_transformers.loading import gguf_cache_key, resolve_source
 
 pytestmark = pytest.mark.transformers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 QUESTION = "What is 12 * 4?"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)

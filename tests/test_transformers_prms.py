@@ -11,6 +11,7 @@ import itertools
 import json
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from specs_core.errors import ConfigError, ModelNotFoundError, RewardError
 from specs_core.testing import REWARD_MODEL_CHECKS
 
 from _tiny_hf import (
+    one_torch_thread,
     tiny_llama,
     tiny_qwen2,
     tiny_qwen2_classifier,
@@ -38,6 +40,12 @@ from specs_transformers import (
 )
 
 pytestmark = pytest.mark.transformers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 QUESTION = "What is 2 + 3?"
 STEPS = ["First, add 2 and 3.", "So 2 + 3 = 5.", "Therefore, the final answer is $\\boxed{5}$."]
