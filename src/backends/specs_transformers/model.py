@@ -175,6 +175,10 @@ class TransformersModel:
 
     def _adopt(self, loaded: LoadedModel) -> None:
         model, tokenizer = loaded.model, loaded.tokenizer
+        if self.options.chat_template is None and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"model {self._name!r} has no chat template: set chat_template in its options"
+            )
         eos: set[int] = set()
         config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         for value in (config_eos, getattr(tokenizer, "eos_token_id", None)):
@@ -182,18 +186,16 @@ class TransformersModel:
                 eos.add(value)
             elif isinstance(value, (list, tuple)):
                 eos.update(int(v) for v in value)
-        self._eos = frozenset(eos)
-        self._pending = loaded
         limit = self.options.n_ctx or getattr(model.config, "max_position_embeddings", None)
+        self._pending = loaded
+        try:
+            probe = " a\n\n b"  # does decoding the tokens of a text give the text back?
+            self._round_trips = self._decode_plain(self._encode_plain(probe)) == probe
+            self._anchor_ids = self._encode_plain(_ANCHOR)
+        finally:
+            self._pending = None
+        self._eos = frozenset(eos)
         self._n_ctx = int(limit) if limit else _DEFAULT_CTX
-        probe = " a\n\n b"
-        self._round_trips = self._decode_plain(self._encode_plain(probe)) == probe
-        self._anchor_ids = self._encode_plain(_ANCHOR)
-        self._pending = None
-        if self.options.chat_template is None and not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"model {self._name!r} has no chat template: set chat_template in its options"
-            )
         self._loaded = loaded
 
     # -- text <-> tokens --------------------------------------------------------------------
