@@ -3,13 +3,18 @@
 The server process is ``tests/servers/fake_sglang_server.py``: SGLang's native protocol answered
 by llama.cpp on CPU (SGLang itself needs a CUDA GPU). It reports temperature-scaled generation
 log-probabilities, as SGLang does by default, so the backend's re-scoring path is exercised.
+
+On a GPU machine, ``SPECS_SGLANG_URL=http://host:port`` runs the same tests against a real SGLang
+server instead (tests about the test double's own model are then skipped).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from specs_core.errors import BackendUnavailableError, ConfigError, ProtocolError
@@ -27,15 +32,31 @@ pytestmark = [pytest.mark.server, pytest.mark.llamacpp, pytest.mark.slow]
 TOLERANCE = 1e-4
 
 
+EXTERNAL_URL = os.environ.get("SPECS_SGLANG_URL")
+
+
+@dataclass
+class ExternalServer:
+    """A server this test module did not start (a real SGLang server)."""
+
+    url: str
+
+
+Server = ServerProcess | ExternalServer
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if EXTERNAL_URL:
+        yield ExternalServer(EXTERNAL_URL.rstrip("/"))
+        return
     srv = start_fake_sglang(tmp_path_factory.mktemp("sglang"))
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
-def model(server: ServerProcess) -> Iterator[SGLangModel]:
+def model(server: Server) -> Iterator[SGLangModel]:
     m = SGLangModel(SGLangOptions(url=server.url, timeout_s=120))
     yield m
     m.close()
@@ -47,6 +68,8 @@ def test_conformance(model: SGLangModel, check: str) -> None:
 
 
 def test_the_chat_template_is_inferred_from_the_served_model_path(model: SGLangModel) -> None:
+    if EXTERNAL_URL:
+        pytest.skip("checks the test double's SmolLM2 model path")
     text = model.render(Prompt("Hi?", partial="Sure"))
     assert model.model_path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert text == (
@@ -84,7 +107,7 @@ def test_a_step_stops_at_the_delimiter_which_is_kept(model: SGLangModel) -> None
     assert a.text.endswith((".", "\n\n"))
 
 
-def test_prefill_mode_scores_like_tokenize_mode(server: ServerProcess,
+def test_prefill_mode_scores_like_tokenize_mode(server: Server,
                                                 model: SGLangModel) -> None:
     prefill = SGLangModel(SGLangOptions(url=server.url, scoring_tokenization="prefill"))
     try:
@@ -100,7 +123,7 @@ def test_prefill_mode_scores_like_tokenize_mode(server: ServerProcess,
         prefill.close()
 
 
-def test_tempered_server_logprobs_are_rescored(server: ServerProcess, model: SGLangModel) -> None:
+def test_tempered_server_logprobs_are_rescored(server: Server, model: SGLangModel) -> None:
     # Declaring original_logprobs on a server that tempers them shows what re-scoring fixes.
     trusting = SGLangModel(
         SGLangOptions(url=server.url, original_logprobs=True, rescore_generation="when_tempered")
@@ -118,14 +141,14 @@ def test_tempered_server_logprobs_are_rescored(server: ServerProcess, model: SGL
         trusting.close()
 
 
-def test_a_server_for_another_model_is_refused(server: ServerProcess) -> None:
+def test_a_server_for_another_model_is_refused(server: Server) -> None:
     other = SGLangModel(SGLangOptions(url=server.url, model="Qwen/Qwen2.5-Math-7B-Instruct"))
     with pytest.raises(ConfigError, match=r"not 'Qwen/Qwen2\.5-Math-7B-Instruct'"):
         other.generate([Prompt("Hi")], SamplingParams(max_tokens=1))
     other.close()
 
 
-def test_names_and_capabilities(server: ServerProcess) -> None:
+def test_names_and_capabilities(server: Server) -> None:
     assert SGLangModel(SGLangOptions(url=server.url)).name.startswith("sglang@127.0.0.1:")
     named = SGLangModel(SGLangOptions(url=server.url, model="m", name="draft-a", seeded=False))
     assert named.name == "draft-a"

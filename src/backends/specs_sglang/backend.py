@@ -352,10 +352,11 @@ class SGLangModel:
         for path in _TOKENIZE_PATHS:
             try:
                 transport.request("POST", path, {"prompt": ["a"], "add_special_tokens": False})
-            except HttpStatusError as e:
-                if e.status in (404, 405):
-                    continue
-                raise
+            except HttpStatusError as e:  # absent (404/405) or of another shape: not usable
+                if e.status not in (404, 405):
+                    log.warning("%s %s is not usable (%s); trying the next", transport.where,
+                                path, e)
+                continue
             found = path
             break
         if found is None and mode == "tokenize":
