@@ -1,11 +1,11 @@
 """``LlamaCppModel``: the :class:`~specs_core.protocols.LanguageModel` of the llama.cpp backend.
 
 Sharing and locking: loaded models live in a module-level table keyed by the resolved GGUF path
-and the load options (``n_ctx``, ``n_threads``, ``n_batch``, ``n_seq_max``, ``flash_attn``). Every
-``LlamaCppModel`` naming the same file with the same load options (a draft and a judge reward
-model on the target, say) holds a reference to one :class:`SharedModel`; the last ``close()``
-frees it. Each shared model has one :class:`threading.Lock`, held by every ``generate`` and
-``logprobs`` call, so any number of threads may call it; calls run one at a time.
+and the load options (``n_ctx``, ``n_threads``, ``n_batch``, ``n_ubatch``, ``n_seq_max``,
+``flash_attn``). Every ``LlamaCppModel`` naming the same file with the same load options (a draft
+and a judge reward model on the target, say) holds a reference to one :class:`SharedModel`; the
+last ``close()`` frees it. Each shared model has one :class:`threading.Lock`, held by every
+``generate`` and ``logprobs`` call, so any number of threads may call it; calls run one at a time.
 
 ``llama_cpp`` and ``numpy`` are imported on first use only: this module imports without them and
 raises :class:`~specs_core.errors.BackendUnavailableError` naming the ``llamacpp`` extra when used.
@@ -114,11 +114,11 @@ def _acquire(key: LoadOptions, verbose: bool) -> SharedModel:
         if shared is None:
             from specs_llamacpp.runtime import LlamaRuntime
 
-            path, n_ctx, n_threads, n_batch, n_seq_max, flash_attn = key
+            path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn = key
             log.info("loading %s (n_ctx=%d, n_seq_max=%d)", path, n_ctx, n_seq_max)
             runtime = LlamaRuntime(
                 Path(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                n_seq_max=n_seq_max, flash_attn=flash_attn, verbose=verbose,
+                n_ubatch=n_ubatch, n_seq_max=n_seq_max, flash_attn=flash_attn, verbose=verbose,
             )
             shared = _loaded[key] = SharedModel(key, runtime)
         shared.refs += 1
@@ -184,7 +184,7 @@ class LlamaCppModel:
                 opts = self.options
                 key: LoadOptions = (
                     str(path), opts.n_ctx, opts.n_threads or os.cpu_count() or 1, opts.n_batch,
-                    opts.n_seq_max, opts.flash_attn,
+                    opts.n_ubatch, opts.n_seq_max, opts.flash_attn,
                 )
                 self._shared = _acquire(key, opts.verbose)
             return self._shared

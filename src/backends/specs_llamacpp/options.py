@@ -14,8 +14,9 @@ class LlamaCppOptions(BaseModel):
     ``hf:OWNER/REPO/FILE.gguf`` or an embedded model name such as ``smollm2-135m``), or
     ``hf_repo`` together with ``hf_file``.
 
-    Roles whose load options (the model file, ``n_ctx``, ``n_threads``, ``n_batch``, ``n_seq_max``,
-    ``flash_attn``) are equal share one loaded model, even when their other options differ.
+    Roles whose load options (the model file, ``n_ctx``, ``n_threads``, ``n_batch``,
+    ``n_ubatch``, ``n_seq_max``, ``flash_attn``) are equal share one loaded model, even when their
+    other options differ.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,6 +35,15 @@ class LlamaCppOptions(BaseModel):
         default=None, ge=1, description="CPU threads (default: os.cpu_count())"
     )
     n_batch: int = Field(default=512, ge=1, description="most tokens submitted per decode call")
+    n_ubatch: int = Field(
+        default=32,
+        ge=1,
+        description=(
+            "tokens computed together inside llama.cpp; at 32 a text scores the same whether "
+            "evaluated at once, in pieces or token by token (with flash attention); larger "
+            "values evaluate long prompts a little faster"
+        ),
+    )
     n_seq_max: int = Field(
         default=16, ge=1, le=256, description="most sequences decoded together (samples per batch)"
     )

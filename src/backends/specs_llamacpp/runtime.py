@@ -29,8 +29,8 @@ __all__ = ["LlamaRuntime", "LoadOptions", "common_prefix"]
 
 log = logging.getLogger(__name__)
 
-#: (resolved path, n_ctx, n_threads, n_batch, n_seq_max, flash_attn): what makes a model distinct.
-LoadOptions = tuple[str, int, int, int, int, bool]
+#: (path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn): what makes a model distinct.
+LoadOptions = tuple[str, int, int, int, int, int, bool]
 
 _backend_ready = False
 _backend_lock = threading.Lock()
@@ -64,6 +64,7 @@ class LlamaRuntime:
         n_ctx: context cells shared by all sequences.
         n_threads: CPU threads for decoding and prompt evaluation.
         n_batch: most tokens per decode call.
+        n_ubatch: most tokens computed together inside llama.cpp (a decode call is split).
         n_seq_max: most sequences alive at once.
         flash_attn: enable flash attention.
         verbose: let llama.cpp print its logs.
@@ -79,6 +80,7 @@ class LlamaRuntime:
         n_ctx: int,
         n_threads: int,
         n_batch: int,
+        n_ubatch: int,
         n_seq_max: int,
         flash_attn: bool = False,
         verbose: bool = False,
@@ -97,7 +99,7 @@ class LlamaRuntime:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
-        params.n_ubatch = min(n_batch, 512)
+        params.n_ubatch = min(n_batch, n_ubatch)
         params.n_seq_max = n_seq_max
         params.kv_unified = True
         params.n_threads = n_threads
