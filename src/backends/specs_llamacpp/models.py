@@ -404,7 +404,11 @@ def download_from_hub(repo: str, filename: str) -> Path:
     try:
         path = hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline)
     except Exception as e:  # hub, HTTP and network errors all mean the same to the caller
-        why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline else str(e)
+        why = (
+            "HF_HUB_OFFLINE is set and it is not in the local hub cache"
+            if offline
+            else f"{e}; set HF_HUB_OFFLINE=1 to use only the local hub cache"
+        )
         raise ModelNotFoundError(
             f"cannot get {filename!r} from the Hugging Face repository {repo!r} "
             f"({type(e).__name__}: {why}); download it once with network access, or {advice}"
