@@ -80,7 +80,7 @@ def _fake_model(sha256: str | None = None, parts: int = 3) -> EmbeddedModel:
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "x"))
-    assert cache_dir() == tmp_path / "x"
+    assert cache_dir() == tmp_path / "x" / "models"
     monkeypatch.delenv(CACHE_DIR_ENV)
     assert cache_dir() == Path.home() / ".cache" / "specs" / "models"
 

