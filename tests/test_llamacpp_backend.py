@@ -287,3 +287,22 @@ def test_package_imports_without_the_engine() -> None:
     ).stdout
     assert "not installed" in out
     assert "unavailable:" in out and "specs[llamacpp]" in out
+
+
+def test_sampling_respects_temperature_top_p_and_records_untempered_logprobs() -> None:
+    import numpy as np
+
+    from specs_llamacpp.sampling import sample_token, sequence_rngs, token_logprob
+
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
+    rng = np.random.default_rng(0)
+    drawn = [sample_token(logits, temperature=1.0, top_p=0.7, rng=rng)[0] for _ in range(400)]
+    assert set(drawn) == {0, 1}  # the nucleus of mass 0.7 is the two likeliest tokens
+    assert 0.55 < drawn.count(0) / len(drawn) < 0.70  # renormalised: 0.5 / 0.8 = 0.625
+    token, logprob = sample_token(logits, temperature=0.0, top_p=1.0, rng=rng)
+    assert token == 0 and logprob == pytest.approx(np.log(0.5), abs=1e-6)
+    cold = [sample_token(logits, temperature=0.05, top_p=1.0, rng=rng) for _ in range(50)]
+    assert {t for t, _ in cold} == {0}
+    assert all(lp == pytest.approx(token_logprob(logits, 0)) for _, lp in cold)  # untempered
+    a, b = sequence_rngs(5, 0, 2), sequence_rngs(5, 0, 3)
+    assert a[1].random() == b[1].random()  # a sample's draws do not depend on how many there are
