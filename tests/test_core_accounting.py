@@ -8,7 +8,6 @@ import time
 from collections.abc import Sequence
 
 import pytest
-
 from specs_core.accounting import Accountant
 from specs_core.errors import InvalidInputError, RewardError
 from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
@@ -46,7 +45,12 @@ def test_tokens_are_counted_per_model_with_shared_prefill() -> None:
     acct.add_generation("draft", [[c, c, c]])
     acct.add_scoring("target", [TokenLogprobs((5, 6, 7), (-1.0, -1.0, -1.0), prompt_tokens=10)])
     usage = acct.finish()
-    assert usage.tokens["draft"].as_dict() == {"prompt": 10, "generated": 6, "cached": 4, "calls": 1}
+    assert usage.tokens["draft"].as_dict() == {
+        "prompt": 10,
+        "generated": 6,
+        "cached": 4,
+        "calls": 1,
+    }
     assert usage.tokens["target"].prompt == 13
 
 

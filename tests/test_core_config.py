@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
-
 from specs_core.config import SpecsConfig, apply_overrides, load_config, validate_options
 from specs_core.errors import ConfigError
 
@@ -46,7 +45,7 @@ def test_overrides_parse_yaml_values_and_infinities() -> None:
 
 
 def test_override_without_equals_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         apply_overrides({}, ["policy.n"])
 
 

@@ -11,11 +11,7 @@ ENGINES = ("torch", "transformers", "llama_cpp", "sglang", "langchain_core", "ht
 
 
 def _loaded_after(statement: str) -> list[str]:
-    code = (
-        f"{statement}\n"
-        "import sys\n"
-        f"print(','.join(m for m in {ENGINES!r} if m in sys.modules))"
-    )
+    code = f"{statement}\nimport sys\nprint(','.join(m for m in {ENGINES!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]
 

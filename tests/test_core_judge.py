@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import pytest
-
 from specs_core.errors import ConfigError
 from specs_core.judge import JudgeOptions, JudgeRewardModel
 from specs_core.types import Prompt, TokenLogprobs
@@ -20,10 +19,12 @@ class _ScriptedScorer:
     def __init__(self) -> None:
         self.calls: list[tuple[list[Prompt], list[str]]] = []
 
-    def logprobs(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenLogprobs]:
+    def logprobs(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenLogprobs]:
         self.calls.append((list(prompts), list(continuations)))
         out = []
-        for prompt, text in zip(prompts, continuations):
+        for prompt, text in zip(prompts, continuations, strict=True):
             p_yes = 0.6 if "good" in prompt.question.split("Solution so far:")[1] else 0.2
             p = p_yes if text == "Yes" else 0.1
             out.append(TokenLogprobs((1,), (math.log(p),), prompt_tokens=7))

@@ -6,7 +6,6 @@ import types
 from typing import Any
 
 import pytest
-
 from specs_core import hookimpl
 from specs_core.errors import PluginError
 from specs_core.plugins import LOAD_PLUGINS_ENV, BackendSpec, build_registry
@@ -39,7 +38,9 @@ def test_extra_plugin_registers_a_backend() -> None:
         register("echo", _backend_factory, description="test double")
 
     registry = build_registry(
-        builtins=(), entry_points=False, extra_plugins=[_plugin("echo_plugin", register_backends=register_backends)]
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[_plugin("echo_plugin", register_backends=register_backends)],
     )
     spec = registry.backend("echo")
     assert isinstance(spec, BackendSpec) and spec.plugin == "echo_plugin"
@@ -55,7 +56,10 @@ def test_plugin_raising_in_its_hook_is_reported_and_skipped() -> None:
     registry = build_registry(
         builtins=(),
         entry_points=False,
-        extra_plugins=[_plugin("broken", register_backends=broken), _plugin("fine", register_backends=fine)],
+        extra_plugins=[
+            _plugin("broken", register_backends=broken),
+            _plugin("fine", register_backends=fine),
+        ],
     )
     assert "fine" in registry.backends
     assert [(f.plugin, "boom" in f.message) for f in registry.failures] == [("broken", True)]
@@ -71,7 +75,10 @@ def test_duplicate_name_is_reported_naming_both_plugins() -> None:
     registry = build_registry(
         builtins=(),
         entry_points=False,
-        extra_plugins=[_plugin("one", register_backends=first), _plugin("two", register_backends=second)],
+        extra_plugins=[
+            _plugin("one", register_backends=first),
+            _plugin("two", register_backends=second),
+        ],
     )
     assert registry.backend("same").plugin == "one"
     (failure,) = registry.failures
@@ -111,7 +118,7 @@ def test_bad_registrations_are_rejected() -> None:
 
 def test_unknown_name_lists_registered_ones() -> None:
     registry = build_registry(entry_points=False)
-    with pytest.raises(PluginError, match="unknown policy 'nope'.*specs"):
+    with pytest.raises(PluginError, match=r"unknown policy 'nope'.*specs"):
         registry.policy("nope")
 
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from specs_core import Specs
 from specs_core.plugins import LOAD_PLUGINS_ENV, build_registry
 
@@ -41,7 +40,9 @@ def test_env_variable_can_exclude_it() -> None:
 def test_specs_plugins_lists_it() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "specs_core", "plugins", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     rewards = {r["name"]: r for r in json.loads(out.stdout)["reward_models"]}
     assert rewards["arithmetic"]["plugin"] == "arithmetic"
@@ -67,7 +68,10 @@ def test_composite_of_arithmetic_and_toy_applies_weights() -> None:
         "target": {"backend": "toy"},
         "reward": {
             "name": "composite",
-            "parts": [{"name": "arithmetic", "weight": 3, "neutral": 1.0}, {"name": "toy", "weight": 1}],
+            "parts": [
+                {"name": "arithmetic", "weight": 3, "neutral": 1.0},
+                {"name": "toy", "weight": 1},
+            ],
         },
         "policy": {"name": "best_of_n", "n": 2},
     }
@@ -75,5 +79,7 @@ def test_composite_of_arithmetic_and_toy_applies_weights() -> None:
         composite = specs.reward_model()
         toy = specs.build_reward_model({"name": "toy"})
         steps = [["We think.", "2 + 2 = 5"]]
-        expected = [[0.75 * a + 0.25 * t for a, t in zip([1.0, 0.0], toy.score("q", steps)[0])]]
+        expected = [
+            [0.75 * a + 0.25 * t for a, t in zip([1.0, 0.0], toy.score("q", steps)[0], strict=True)]
+        ]
         assert composite.score("q", steps) == pytest.approx(expected)

@@ -52,7 +52,9 @@ class Accountant:
     def phase(self, name: str) -> Iterator[None]:
         """Time the enclosed block as phase ``name`` (one of :data:`PHASES` except overhead)."""
         if name not in self._intervals:
-            raise InvalidInputError(f"unknown phase {name!r}; phases are {', '.join(_TIMED_PHASES)}")
+            raise InvalidInputError(
+                f"unknown phase {name!r}; phases are {', '.join(_TIMED_PHASES)}"
+            )
         begin = time.perf_counter()
         try:
             yield
@@ -88,7 +90,9 @@ class Accountant:
                 usage.prompt += s.prompt_tokens + len(s.token_ids)
                 usage.cached += s.cached_tokens
 
-    def add_tokens(self, model: str, *, prompt: int = 0, generated: int = 0, cached: int = 0) -> None:
+    def add_tokens(
+        self, model: str, *, prompt: int = 0, generated: int = 0, cached: int = 0
+    ) -> None:
         """Count tokens spent outside ``generate``/``logprobs`` (e.g. by a reward model)."""
         with self._lock:
             usage = self._usage(model)

@@ -84,6 +84,7 @@ def plugins(
     """List backends, reward models and policies, and plugins that failed to load."""
     registry = get_registry()
     if as_json:
+
         def entries(specs: Any) -> list[dict[str, Any]]:
             return [
                 {
@@ -150,7 +151,9 @@ def solve(
         str | None, typer.Option("--policy", "-p", help="A registered policy name.")
     ] = None,
     overrides: SetOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole result as JSON.")
+    ] = False,
 ) -> None:
     """Solve one question and print the answer, latency per phase and the draft's share."""
     if not question.strip():

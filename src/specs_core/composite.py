@@ -73,7 +73,7 @@ class CompositeRewardModel:
         return f"composite({inner})"
 
     def _combine(self, rows: list[list[float]], part_rows: list[list[float]], w: float) -> None:
-        for row, part_row in zip(rows, part_rows):
+        for row, part_row in zip(rows, part_rows, strict=True):
             for j, r in enumerate(part_row):
                 row[j] += w * r / self._total
 
@@ -83,7 +83,7 @@ class CompositeRewardModel:
         for w, model in self.parts:
             part_rows = model.score(question, solutions)
             if len(part_rows) != len(solutions) or any(
-                len(p) != len(s) for p, s in zip(part_rows, solutions)
+                len(p) != len(s) for p, s in zip(part_rows, solutions, strict=False)
             ):
                 raise RewardError(
                     f"reward model {model.name!r} (part of a composite) returned rewards that do "

@@ -75,7 +75,9 @@ class SpecsConfig(BaseModel):
     @classmethod
     def _role_reference(cls, value: object) -> object:
         if isinstance(value, str) and value not in ROLE_NAMES:
-            raise ValueError(f"a role may name another role ({', '.join(ROLE_NAMES)}), got {value!r}")
+            raise ValueError(
+                f"a role may name another role ({', '.join(ROLE_NAMES)}), got {value!r}"
+            )
         return value
 
 

@@ -137,15 +137,15 @@ class Specs:
             if self._reward is None:
                 cfg = self.config.reward
                 if cfg is None:
-                    raise ConfigError("the chosen policy needs a reward model; add a reward: section")
+                    raise ConfigError(
+                        "the chosen policy needs a reward model; add a reward: section"
+                    )
                 self._reward = self.build_reward_model(cfg.model_dump(), "reward")
             return self._reward
 
     # -- policies ---------------------------------------------------------------------------
 
-    def policy(
-        self, name: str | None = None, options: Mapping[str, Any] | None = None
-    ) -> Policy:
+    def policy(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Policy:
         """Build a policy bound to this config's models.
 
         Args:

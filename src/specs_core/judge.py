@@ -98,7 +98,7 @@ class JudgeRewardModel:
                 self._prompt_tokens += s.prompt_tokens
                 self._cached_tokens += s.cached_tokens
         rewards = []
-        for yes, no in zip(scored[::2], scored[1::2]):
+        for yes, no in zip(scored[::2], scored[1::2], strict=True):
             top = max(yes.sum, no.sum)
             p_yes, p_no = math.exp(yes.sum - top), math.exp(no.sum - top)
             rewards.append(p_yes / (p_yes + p_no))

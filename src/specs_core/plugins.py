@@ -35,9 +35,9 @@ __all__ = [
     "BackendSpec",
     "ModelResolver",
     "NoOptions",
+    "PluginFailure",
     "Policy",
     "PolicySpec",
-    "PluginFailure",
     "Registry",
     "RewardSpec",
     "Roles",
@@ -212,7 +212,11 @@ class Registry:
 
 
 def _check_name(kind: str, name: object) -> str:
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.replace("_", "").replace("-", "").isalnum()
+    ):
         raise PluginError(f"{kind} name {name!r} is invalid: use letters, digits, '-' and '_'")
     return name
 
@@ -252,8 +256,13 @@ class _Collector:
         description: str = "",
     ) -> None:
         spec = BackendSpec(
-            _check_name("backend", name), factory, _check_options(options), description,
-            self.plugin, extra, available,
+            _check_name("backend", name),
+            factory,
+            _check_options(options),
+            description,
+            self.plugin,
+            extra,
+            available,
         )
         self._add(self.registry.backends, "backend", spec)
 
@@ -268,8 +277,13 @@ class _Collector:
         description: str = "",
     ) -> None:
         spec = RewardSpec(
-            _check_name("reward model", name), factory, _check_options(options), description,
-            self.plugin, extra, available,
+            _check_name("reward model", name),
+            factory,
+            _check_options(options),
+            description,
+            self.plugin,
+            extra,
+            available,
         )
         self._add(self.registry.reward_models, "reward model", spec)
 
@@ -285,10 +299,18 @@ class _Collector:
         roles = tuple(roles)
         bad = [r for r in roles if r not in _ROLES]
         if bad:
-            raise PluginError(f"policy {name!r}: unknown roles {bad}; roles are {', '.join(_ROLES)}")
+            raise PluginError(
+                f"policy {name!r}: unknown roles {bad}; roles are {', '.join(_ROLES)}"
+            )
         spec = PolicySpec(
-            _check_name("policy", name), factory, _check_options(options), description,
-            self.plugin, None, None, roles,
+            _check_name("policy", name),
+            factory,
+            _check_options(options),
+            description,
+            self.plugin,
+            None,
+            None,
+            roles,
         )
         self._add(self.registry.policies, "policy", spec)
 

@@ -82,7 +82,9 @@ class GuardedRewardModel:
 
     def _check(self, value: object, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RewardError(f"{self._owner} returned {value!r} for {where}: rewards must be numbers")
+            raise RewardError(
+                f"{self._owner} returned {value!r} for {where}: rewards must be numbers"
+            )
         reward = float(value)
         if math.isnan(reward):
             raise RewardError(f"{self._owner} returned NaN for {where}; fix the reward model")
@@ -111,12 +113,14 @@ class GuardedRewardModel:
                 rows = self._check_rows(score_last(question, [list(s) for s in todo]), len(todo))
                 fresh = {
                     (question, sol): self._check(r, f"the last of {len(sol)} steps")
-                    for sol, r in zip(todo, rows)
+                    for sol, r in zip(todo, rows, strict=True)
                 }
             else:
-                rows = self._check_rows(self.model.score(question, [list(s) for s in todo]), len(todo))
+                rows = self._check_rows(
+                    self.model.score(question, [list(s) for s in todo]), len(todo)
+                )
                 fresh = {}
-                for sol, row in zip(todo, rows):
+                for sol, row in zip(todo, rows, strict=True):
                     if not isinstance(row, (list, tuple)) or len(row) != len(sol):
                         raise RewardError(
                             f"{self._owner} returned {row!r} for a solution of {len(sol)} steps; "
@@ -128,7 +132,9 @@ class GuardedRewardModel:
         if callable(take_usage):
             used = take_usage()
             self._acct.add_tokens(
-                self.model.name, prompt=int(used.get("prompt", 0)), cached=int(used.get("cached", 0))
+                self.model.name,
+                prompt=int(used.get("prompt", 0)),
+                cached=int(used.get("cached", 0)),
             )
         with self._lock:
             self._cache.update(fresh)
@@ -143,7 +149,8 @@ class GuardedRewardModel:
                 missing = [k for k in keys if (question, k) not in self._cache]
             else:
                 missing = [
-                    k for k in keys
+                    k
+                    for k in keys
                     if any((question, k[: j + 1]) not in self._cache for j in range(len(k)))
                 ]
         unique = list(dict.fromkeys(missing))

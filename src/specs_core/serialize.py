@@ -1,4 +1,4 @@
-"""JSON-ready views of search results, shared by the CLI, the evaluation harness and integrations."""
+"""JSON-ready views of search results, shared by the CLI, evaluation and integrations."""
 
 from __future__ import annotations
 
@@ -33,10 +33,7 @@ def step_to_dict(step: StepRecord, *, candidates: bool = True) -> dict[str, Any]
     }
     if candidates:
         data["candidates"] = [
-            {
-                k: (_number(v) if isinstance(v, float) else v)
-                for k, v in asdict(c).items()
-            }
+            {k: (_number(v) if isinstance(v, float) else v) for k, v in asdict(c).items()}
             | {"source": c.source.value}
             for c in step.candidates
         ]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from specs_core.testing.conformance import REWARD_MODEL_CHECKS, check_reward_model
-
 from specs_arithmetic_prm import ArithmeticOptions, ArithmeticVerifier, check_equations
+from specs_core.testing.conformance import REWARD_MODEL_CHECKS, check_reward_model
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ Three kinds of source are accepted wherever a model is named:
 * an embedded model name (:data:`EMBEDDED_MODELS`): GGUF files shipped inside registry packages,
   split into parts. The parts are found through ``importlib.metadata`` of the installed
   distributions, concatenated once into the user cache (``$SPECS_CACHE_DIR/models``, default
-  ``~/.cache/specs/models``; other specs caches live beside it) through a temporary file renamed into place, and their sha256 is
-  verified. A file whose checksum does not match is removed and never loaded.
+  ``~/.cache/specs/models``; other specs caches live beside it) through a temporary file renamed
+  into place, and their sha256 is verified. A file whose checksum does not match is removed and
+  never loaded.
 
 Verification is made cheap on later uses by a marker file (``NAME.verified.json``) written next to
 the assembled file after a full check: it records the path, size, modification time (ns) and

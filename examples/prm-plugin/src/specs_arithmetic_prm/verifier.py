@@ -24,7 +24,9 @@ class ArithmeticOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    neutral: float = Field(default=0.5, ge=0.0, le=1.0, description="score of a step with no equation")
+    neutral: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="score of a step with no equation"
+    )
     all_or_nothing: bool = Field(
         default=False, description="score 1 only when every equation holds, else 0"
     )
@@ -167,9 +169,25 @@ def _normalise(text: str) -> str:
     while frac.search(text):
         text = frac.sub(r"((\1)/(\2))", text)
     replacements = {
-        "\\times": "*", "\\cdot": "*", "\\div": "/", "×": "*", "·": "*", "÷": "/", "−": "-",
-        "–": "-", "\\left": "", "\\right": "", "\\(": " ", "\\)": " ", "\\[": " ", "\\]": " ",
-        "$": "", "\\$": "", "\\%": "%", "{": "(", "}": ")",
+        "\\times": "*",
+        "\\cdot": "*",
+        "\\div": "/",
+        "×": "*",
+        "·": "*",
+        "÷": "/",
+        "−": "-",
+        "–": "-",
+        "\\left": "",
+        "\\right": "",
+        "\\(": " ",
+        "\\)": " ",
+        "\\[": " ",
+        "\\]": " ",
+        "$": "",
+        "\\$": "",
+        "\\%": "%",
+        "{": "(",
+        "}": ")",
     }
     for old, new in replacements.items():
         text = text.replace(old, new)
@@ -189,7 +207,9 @@ def _chain_holds(sides: list[str], allow_rounding: bool) -> bool | None:
         return False
     except _ParseError:
         return None
-    for (left, lv), (right, rv) in zip(zip(sides, values), zip(sides[1:], values[1:])):
+    for (left, lv), (right, rv) in zip(
+        zip(sides, values, strict=True), zip(sides[1:], values[1:], strict=True), strict=False
+    ):
         slack = max(_rounding_slack(left), _rounding_slack(right)) if allow_rounding else 0
         if abs(lv - rv) > slack:
             return False
