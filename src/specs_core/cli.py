@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -206,13 +205,14 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         command.main(args=args, prog_name="specs", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return int(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as e:
-        typer.echo(f"error: {e.format_message()}", err=True)
+    except typer.TyperException as e:  # usage errors: missing or bad arguments and options
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        typer.echo(f"error: {message} (see --help)", err=True)
         return 2
     except SpecsError as e:
         if debug:
