@@ -79,7 +79,8 @@ def test_composite_of_arithmetic_and_toy_applies_weights() -> None:
         composite = specs.reward_model()
         toy = specs.build_reward_model({"name": "toy"})
         steps = [["We think.", "2 + 2 = 5"]]
-        expected = [
-            [0.75 * a + 0.25 * t for a, t in zip([1.0, 0.0], toy.score("q", steps)[0], strict=True)]
-        ]
-        assert composite.score("q", steps) == pytest.approx(expected)
+        toy_rewards = toy.score("q", steps)[0]
+        expected = [0.75 * a + 0.25 * t for a, t in zip([1.0, 0.0], toy_rewards, strict=True)]
+        (got,) = composite.score("q", steps)
+        assert got == pytest.approx(expected)
+        assert composite.score_last("q", steps) == pytest.approx([expected[-1]])
