@@ -23,7 +23,7 @@ from specs_core.testing.conformance import REWARD_MODEL_CHECKS, check_reward_mod
         ("1/3 + 1/6 = 1/2", [True]),
         ("5 / 0 = 1", [False]),
         ("2^10 = 1024", [True]),
-        ("She has <<48/2=24>>24 clips", [True, True]),
+        ("She has <<48/2=24>>24 clips", [True]),
     ],
 )
 def test_equations_are_checked_exactly(text: str, holds: list[bool]) -> None:
