@@ -9,7 +9,6 @@ answers share their prefix. It is the default PRM where no trained PRM is availa
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from specs_core.errors import ConfigError
 from specs_core.hookspecs import hookimpl
 from specs_core.plugins import ModelResolver
 from specs_core.protocols import Scorer
+from specs_core.rewards import TokenTally, score_every_prefix
 from specs_core.types import Prompt
 
 __all__ = ["DEFAULT_JUDGE_TEMPLATE", "JudgeOptions", "JudgeRewardModel"]
@@ -68,9 +68,7 @@ class JudgeRewardModel:
             if key not in self.options.template:
                 raise ConfigError(f"reward.template must contain the placeholder {key}")
         self.scorer = scorer
-        self._lock = threading.Lock()
-        self._prompt_tokens = 0
-        self._cached_tokens = 0
+        self._tally = TokenTally()
 
     @property
     def name(self) -> str:
@@ -93,10 +91,8 @@ class JudgeRewardModel:
             prompts += [prompt, prompt]
             answers += [self.options.yes, self.options.no]
         scored = self.scorer.logprobs(prompts, answers)
-        with self._lock:
-            for s in scored[::2]:  # the two answers share one prompt
-                self._prompt_tokens += s.prompt_tokens
-                self._cached_tokens += s.cached_tokens
+        for s in scored[::2]:  # the two answers share one prompt
+            self._tally.add(prompt=s.prompt_tokens, cached=s.cached_tokens)
         rewards = []
         for yes, no in zip(scored[::2], scored[1::2], strict=True):
             top = max(yes.sum, no.sum)
@@ -110,21 +106,11 @@ class JudgeRewardModel:
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         """The reward of every step of every solution (one batched scoring call)."""
-        partials = [list(s[: j + 1]) for s in solutions for j in range(len(s))]
-        flat = self._judge(question, partials)
-        rewards: list[list[float]] = []
-        start = 0
-        for s in solutions:
-            rewards.append(flat[start : start + len(s)])
-            start += len(s)
-        return rewards
+        return score_every_prefix(lambda prefixes: self._judge(question, prefixes), solutions)
 
     def take_token_usage(self) -> Mapping[str, int]:
         """Tokens the judge evaluated since the last call (read by the search accounting)."""
-        with self._lock:
-            usage = {"prompt": self._prompt_tokens, "cached": self._cached_tokens}
-            self._prompt_tokens = self._cached_tokens = 0
-        return usage
+        return self._tally.take()
 
     def close(self) -> None:
         """Nothing to free: the judge model belongs to the configuration's model pool."""

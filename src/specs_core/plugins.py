@@ -245,6 +245,24 @@ class _Collector:
             raise PluginError(f"{kind} {spec.name!r}: factory {spec.factory!r} is not callable")
         table[spec.name] = spec
 
+    def _engine_component(
+        self,
+        kind: str,
+        table: dict[str, Any],
+        spec_type: type[BackendSpec] | type[RewardSpec],
+        name: str,
+        factory: Callable[..., Any],
+        options: type[BaseModel],
+        extra: str | None,
+        available: Callable[[], str | None] | None,
+        description: str,
+    ) -> None:
+        spec = spec_type(
+            _check_name(kind, name), factory, _check_options(options), description,
+            self.plugin, extra, available,
+        )  # fmt: skip
+        self._add(table, kind, spec)
+
     def backend(
         self,
         name: str,
@@ -255,16 +273,10 @@ class _Collector:
         available: Callable[[], str | None] | None = None,
         description: str = "",
     ) -> None:
-        spec = BackendSpec(
-            _check_name("backend", name),
-            factory,
-            _check_options(options),
-            description,
-            self.plugin,
-            extra,
-            available,
-        )
-        self._add(self.registry.backends, "backend", spec)
+        self._engine_component(
+            "backend", self.registry.backends, BackendSpec,
+            name, factory, options, extra, available, description,
+        )  # fmt: skip
 
     def reward_model(
         self,
@@ -276,16 +288,10 @@ class _Collector:
         available: Callable[[], str | None] | None = None,
         description: str = "",
     ) -> None:
-        spec = RewardSpec(
-            _check_name("reward model", name),
-            factory,
-            _check_options(options),
-            description,
-            self.plugin,
-            extra,
-            available,
-        )
-        self._add(self.registry.reward_models, "reward model", spec)
+        self._engine_component(
+            "reward model", self.registry.reward_models, RewardSpec,
+            name, factory, options, extra, available, description,
+        )  # fmt: skip
 
     def policy(
         self,

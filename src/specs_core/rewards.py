@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 
 from specs_core.accounting import Accountant
 from specs_core.errors import InvalidInputError, RewardError
 from specs_core.protocols import RewardModel
 
-__all__ = ["Aggregation", "GuardedRewardModel", "aggregate"]
+__all__ = ["Aggregation", "GuardedRewardModel", "TokenTally", "aggregate", "score_every_prefix"]
 
 
 class Aggregation(str, Enum):
@@ -48,6 +48,46 @@ def aggregate(rewards: Sequence[float], how: Aggregation | str) -> float:
     if how is Aggregation.PROD:
         return float(math.prod(rewards))
     return float(sum(rewards) / len(rewards))
+
+
+def score_every_prefix(
+    score_last: Callable[[list[list[str]]], list[float]], solutions: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """Per-step rewards from a last-step scorer: every prefix of every solution, in one call.
+
+    For reward models that judge the newest step of a partial solution (an LLM judge, a
+    classifier reading the last separator): ``score_last`` receives all prefixes at once.
+    """
+    prefixes = [list(s[: j + 1]) for s in solutions for j in range(len(s))]
+    flat = score_last(prefixes) if prefixes else []
+    rewards: list[list[float]] = []
+    start = 0
+    for s in solutions:
+        rewards.append(list(flat[start : start + len(s)]))
+        start += len(s)
+    return rewards
+
+
+class TokenTally:
+    """Tokens a reward model evaluated, handed out by ``take_token_usage`` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._prompt = 0
+        self._cached = 0
+
+    def add(self, *, prompt: int, cached: int = 0) -> None:
+        """Count tokens of one model call."""
+        with self._lock:
+            self._prompt += prompt
+            self._cached += cached
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last ``take``, reset to zero."""
+        with self._lock:
+            usage = {"prompt": self._prompt, "cached": self._cached}
+            self._prompt = self._cached = 0
+        return usage
 
 
 _Key = tuple[str, tuple[str, ...]]

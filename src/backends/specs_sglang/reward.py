@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
 from specs_core.errors import BackendError, ProtocolError
+from specs_core.rewards import TokenTally, score_every_prefix
 from specs_core.types import Prompt
 
 from specs_sglang.templates import QWEN25_MATH_SYSTEM, ChatRenderer, build_renderer
@@ -61,8 +62,7 @@ class SGLangRewardModel:
         self._transport = transport
         self._renderer: ChatRenderer | None = None
         self._lock = threading.Lock()
-        self._prompt_tokens = 0
-        self._cached_tokens = 0
+        self._tally = TokenTally()
         self._closed = False
 
     @property
@@ -134,9 +134,7 @@ class SGLangRewardModel:
                 if isinstance(meta, Mapping):
                     prompt += int(meta.get("prompt_tokens") or 0)
                     cached += int(meta.get("cached_tokens") or 0)
-            with self._lock:
-                self._prompt_tokens += prompt
-                self._cached_tokens += cached
+            self._tally.add(prompt=prompt, cached=cached)
             return rewards
 
         done = transport.map(run, list(chunks(unique, self.options.max_batch)))
@@ -149,21 +147,13 @@ class SGLangRewardModel:
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         """The reward of every step of every solution (one text per prefix, one batch)."""
-        texts = [self.render(question, s[: j + 1]) for s in solutions for j in range(len(s))]
-        flat = self._classify(texts)
-        rewards: list[list[float]] = []
-        start = 0
-        for s in solutions:
-            rewards.append(flat[start : start + len(s)])
-            start += len(s)
-        return rewards
+        return score_every_prefix(
+            lambda prefixes: self._classify([self.render(question, p) for p in prefixes]), solutions
+        )
 
     def take_token_usage(self) -> Mapping[str, int]:
         """Tokens the PRM evaluated since the last call (read by the search accounting)."""
-        with self._lock:
-            usage = {"prompt": self._prompt_tokens, "cached": self._cached_tokens}
-            self._prompt_tokens = self._cached_tokens = 0
-        return usage
+        return self._tally.take()
 
     def close(self) -> None:
         """Close the connections. Calling it twice is harmless."""
