@@ -6,6 +6,7 @@ reports its own wall time, and ``overhead`` is the part of the total covered by 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,9 @@ class Accountant:
         self._tokens: dict[str, TokenUsage] = {}
         self.reward_cache_hits = 0
         self.reward_cache_misses = 0
+        self.hybrid_steps = 0
+        self.hybrid_proposed = 0
+        self.hybrid_accepted = 0
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -62,6 +66,19 @@ class Accountant:
             end = time.perf_counter()
             with self._lock:
                 self._intervals[name].append((begin, end))
+
+    def add_interval(self, name: str, begin: float, end: float) -> None:
+        """Count ``[begin, end]`` (``time.perf_counter`` readings) as time spent in phase ``name``.
+
+        For work timed elsewhere, e.g. one backend call that first scores and then generates.
+        """
+        if name not in self._intervals:
+            phases = ", ".join(_TIMED_PHASES)
+            raise InvalidInputError(f"unknown phase {name!r}; phases are {phases}")
+        if end < begin:
+            raise InvalidInputError(f"interval of phase {name!r} ends before it begins")
+        with self._lock:
+            self._intervals[name].append((begin, end))
 
     def _usage(self, model: str) -> TokenUsage:
         usage = self._tokens.get(model)
@@ -80,6 +97,9 @@ class Accountant:
                         usage.prompt += c.prompt_tokens
                         usage.cached += c.cached_tokens
                     usage.generated += c.completion_tokens
+                    usage.draft_proposed += c.draft_tokens_proposed
+                    usage.draft_accepted += c.draft_tokens_accepted
+                    usage.draft_rounds += c.draft_rounds
 
     def add_scoring(self, model: str, scored: Iterable[TokenLogprobs]) -> None:
         """Count the tokens of one ``logprobs`` call: evaluated tokens count as prompt tokens."""
@@ -107,6 +127,13 @@ class Accountant:
             self.reward_cache_hits += hits
             self.reward_cache_misses += misses
 
+    def count_hybrid_step(self, *, proposed: int, accepted: int) -> None:
+        """Record one SPECS hybrid step: draft tokens offered to the target and accepted."""
+        with self._lock:
+            self.hybrid_steps += 1
+            self.hybrid_proposed += proposed
+            self.hybrid_accepted += accepted
+
     def finish(self) -> Usage:
         """Freeze the figures measured so far into a :class:`Usage`."""
         now = time.perf_counter()
@@ -116,13 +143,13 @@ class Accountant:
             covered = _union_length([i for iv in self._intervals.values() for i in iv])
             latency["overhead"] = max(0.0, total - covered)
             latency["total"] = total
-            tokens = {
-                m: TokenUsage(u.prompt, u.generated, u.cached, u.calls)
-                for m, u in self._tokens.items()
-            }
+            tokens = {m: dataclasses.replace(u) for m, u in self._tokens.items()}
             return Usage(
                 latency_s=latency,
                 tokens=tokens,
                 reward_cache_hits=self.reward_cache_hits,
                 reward_cache_misses=self.reward_cache_misses,
+                hybrid_steps=self.hybrid_steps,
+                hybrid_proposed=self.hybrid_proposed,
+                hybrid_accepted=self.hybrid_accepted,
             )

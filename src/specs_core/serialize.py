@@ -53,6 +53,14 @@ def result_to_dict(result: SearchResult, *, candidates: bool = True) -> dict[str
         "latency_s": dict(usage.latency_s),
         "tokens": {model: u.as_dict() for model, u in usage.tokens.items()},
         "reward_cache": {"hits": usage.reward_cache_hits, "misses": usage.reward_cache_misses},
+        "speculative": {
+            model: u.speculation_dict() for model, u in usage.tokens.items() if u.draft_rounds
+        },
+        "hybrid": {
+            "steps": usage.hybrid_steps,
+            "proposed": usage.hybrid_proposed,
+            "accepted": usage.hybrid_accepted,
+        },
         "accepted_draft_steps": result.accepted_draft_steps,
         "rejected_draft_steps": result.rejected_draft_steps,
         "draft_steps": result.draft_steps,

@@ -118,6 +118,10 @@ class Completion:
         finish_reason: why generation ended.
         prompt_tokens: tokens in the rendered prompt.
         cached_tokens: prompt tokens served from a cache instead of being evaluated.
+        draft_tokens_proposed: tokens a token-level drafter (e.g. n-gram lookup) proposed while
+            generating this continuation (0 without speculative decoding).
+        draft_tokens_accepted: proposed tokens that the model's own sampling accepted.
+        draft_rounds: verification passes that checked a non-empty proposal.
     """
 
     text: str
@@ -126,6 +130,9 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    draft_tokens_proposed: int = 0
+    draft_tokens_accepted: int = 0
+    draft_rounds: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -190,6 +197,9 @@ class CandidateRecord:
         reward: the reward model's score of the partial solution ending with this step.
         score: the policy's selection score (SPECS: ``(l_t - l_d) + beta * r``).
         accepted: it passed the policy's acceptance test (or, for target candidates, was kept).
+        draft_prefix_tokens: for a target candidate of a SPECS hybrid step, how many of its
+            leading tokens were taken over from the rejected draft it was paired with (``None``
+            outside hybrid steps).
     """
 
     text: str
@@ -200,6 +210,7 @@ class CandidateRecord:
     reward: float | None = None
     score: float | None = None
     accepted: bool = False
+    draft_prefix_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,20 +249,41 @@ StepCallback = Callable[[StepRecord], None]
 
 @dataclass
 class TokenUsage:
-    """Token counts for one model."""
+    """Token counts for one model.
+
+    The ``draft_*`` counters describe token-level speculative decoding inside the model's own
+    generation (see :mod:`specs_core.speculative`); they stay 0 when it is off.
+    """
 
     prompt: int = 0
     generated: int = 0
     cached: int = 0
     calls: int = 0
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    draft_rounds: int = 0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean accepted draft tokens per verification pass (0.0 without any)."""
+        return self.draft_accepted / self.draft_rounds if self.draft_rounds else 0.0
 
     def as_dict(self) -> dict[str, int]:
-        """A JSON-ready mapping."""
+        """A JSON-ready mapping of the token counts."""
         return {
             "prompt": self.prompt,
             "generated": self.generated,
             "cached": self.cached,
             "calls": self.calls,
+        }
+
+    def speculation_dict(self) -> dict[str, float]:
+        """A JSON-ready mapping of the speculative decoding counters."""
+        return {
+            "proposed": self.draft_proposed,
+            "accepted": self.draft_accepted,
+            "rounds": self.draft_rounds,
+            "mean_accepted": self.mean_accepted,
         }
 
 
@@ -264,12 +296,19 @@ class Usage:
         tokens: token counts per model name.
         reward_cache_hits: reward lookups answered from the cache.
         reward_cache_misses: reward lookups that called the reward model.
+        hybrid_steps: SPECS hybrid steps: every draft was rejected and the target continued
+            from the drafts' accepted prefixes.
+        hybrid_proposed: draft tokens offered to the target in hybrid steps.
+        hybrid_accepted: of those, tokens the target's sampling accepted (not decoded again).
     """
 
     latency_s: Mapping[str, float]
     tokens: Mapping[str, TokenUsage]
     reward_cache_hits: int = 0
     reward_cache_misses: int = 0
+    hybrid_steps: int = 0
+    hybrid_proposed: int = 0
+    hybrid_accepted: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,351 @@
+"""Token-level speculative decoding shared by the backends and by the SPECS hybrid step.
+
+Three engine-independent pieces live here (pure Python, no engine and no numpy):
+
+- :class:`NgramTables` / :class:`NgramSession`: an n-gram drafter. It proposes the tokens that
+  followed the most recent earlier occurrence of a sequence's last ``min_match..max_match``
+  tokens. The table is built from the prompt, from every token generated so far and from texts
+  the model scored; with ``shared: true`` one table serves all ``n`` samples of a call and every
+  call about the same question (a search's steps, a second "think again" round), so a sample can
+  copy what another sample or an earlier step wrote.
+- :func:`accept_by_sampling`: the lossless acceptance rule. At each position of a proposal the
+  model draws its next token exactly as plain decoding would (greedy: the argmax; sampling: from
+  the tempered, nucleus-truncated distribution with the sample's own random stream); the
+  proposal token is accepted when the draw equals it, and the first differing draw is emitted
+  instead. For a fixed proposal token ``x`` this accepts with probability ``p(x)`` and, on
+  rejection, emits a draw from ``p`` with ``x`` removed and renormalised: the rule
+  ``min(1, p(x)/q(x))`` for a point-mass proposal ``q = 1{x}``, with its residual. Whatever
+  produced the proposal, the emitted tokens follow ``p`` (see ``docs/speculative.md``); with the
+  same seed they are even the very tokens plain decoding draws.
+- :class:`ProposalVerifier`: the optional protocol of a model that verifies another model's
+  tokens in one batched pass and, on request, continues from the accepted prefix (the SPECS
+  hybrid step), with :class:`Verification` as its result.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from specs_core.errors import ConfigError, InvalidInputError
+from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
+
+__all__ = [
+    "ContinueIf",
+    "NgramSession",
+    "NgramTable",
+    "NgramTables",
+    "ProposalVerifier",
+    "SpeculativeOptions",
+    "Verification",
+    "accept_by_sampling",
+    "check_shared_tokenizer",
+]
+
+
+class SpeculativeOptions(BaseModel):
+    """Token-level speculative decoding of one model (the ``speculative:`` key of a role).
+
+    Example (YAML)::
+
+        target:
+          backend: llamacpp
+          model: qwen2.5-coder-1.5b
+          speculative: {method: ngram, max_draft: 4, min_match: 2, max_match: 4, shared: true}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["ngram"] = Field("ngram", description="the drafter: n-gram lookup")
+    max_draft: int = Field(4, ge=1, le=64, description="most tokens proposed per pass")
+    min_match: int = Field(2, ge=1, le=16, description="shortest n-gram that may propose")
+    max_match: int = Field(4, ge=1, le=16, description="longest n-gram looked up first")
+    shared: bool = Field(
+        True,
+        description="one table per question shared by all samples and calls (false: a table per "
+        "sample built from the prompt and its own tokens)",
+    )
+    max_table_tokens: int = Field(
+        65536, ge=256, description="a shared table holding more tokens is cleared at a call start"
+    )
+    max_tables: int = Field(8, ge=1, description="questions whose shared tables are kept (LRU)")
+
+    @model_validator(mode="after")
+    def _match_range(self) -> SpeculativeOptions:
+        if self.min_match > self.max_match:
+            raise ValueError(
+                f"min_match ({self.min_match}) must not exceed max_match ({self.max_match})"
+            )
+        return self
+
+
+class NgramTable:
+    """Token documents and an index from each n-gram to the position after its latest occurrence.
+
+    Args:
+        min_match: shortest n-gram indexed.
+        max_match: longest n-gram indexed.
+    """
+
+    def __init__(self, min_match: int, max_match: int) -> None:
+        if not 1 <= min_match <= max_match:
+            raise InvalidInputError(
+                f"need 1 <= min_match <= max_match, got {min_match} and {max_match}"
+            )
+        self.min_match = min_match
+        self.max_match = max_match
+        self._docs: list[list[int]] = []
+        self._index: dict[tuple[int, ...], tuple[int, int]] = {}
+        self.tokens = 0
+
+    def add_document(self, tokens: Sequence[int] = ()) -> int:
+        """Start a new document (holding ``tokens``); returns its id."""
+        self._docs.append([])
+        doc = len(self._docs) - 1
+        self.append(doc, tokens)
+        return doc
+
+    def document(self, doc: int) -> list[int]:
+        """The tokens of a document (do not modify)."""
+        return self._docs[doc]
+
+    def append(self, doc: int, tokens: Sequence[int]) -> None:
+        """Append tokens to a document and index the n-grams that now have a successor."""
+        data = self._docs[doc]
+        index = self._index
+        lo, hi = self.min_match, self.max_match
+        for token in tokens:
+            pos = len(data)
+            for n in range(lo, min(hi, pos) + 1):
+                index[tuple(data[pos - n : pos])] = (doc, pos)
+            data.append(token)
+        self.tokens += len(tokens)
+
+    def lookup(self, context: Sequence[int], limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the longest indexed suffix of ``context``."""
+        if limit <= 0:
+            return []
+        for n in range(min(self.max_match, len(context)), self.min_match - 1, -1):
+            hit = self._index.get(tuple(context[len(context) - n :]))
+            if hit is not None:
+                doc, pos = hit
+                return self._docs[doc][pos : pos + limit]
+        return []
+
+
+class NgramSession:
+    """The drafter of one generation call: ``samples`` sequences continuing one prompt.
+
+    Use :meth:`propose` before each verification pass and :meth:`extend` with every token a
+    sequence emits. Not thread-safe: backends hold their model lock around a call.
+    """
+
+    def __init__(
+        self,
+        options: SpeculativeOptions,
+        prompt: Sequence[int],
+        samples: int,
+        shared: NgramTable | None,
+    ) -> None:
+        self.options = options
+        tail = list(prompt[-options.max_match :])
+        self._contexts = [list(tail) for _ in range(samples)]
+        if shared is not None:
+            self._tables = [shared] * samples
+        else:  # one private table per sample: the prompt and the sample's own tokens
+            self._tables = []
+            for _ in range(samples):
+                table = NgramTable(options.min_match, options.max_match)
+                table.add_document(prompt)
+                self._tables.append(table)
+        self._docs = [table.add_document(tail) for table in self._tables]
+
+    def propose(self, sample: int, limit: int | None = None) -> list[int]:
+        """The tokens proposed to continue ``sample`` (at most ``max_draft`` and ``limit``)."""
+        cap = self.options.max_draft if limit is None else min(limit, self.options.max_draft)
+        return self._tables[sample].lookup(self._contexts[sample], cap)
+
+    def extend(self, sample: int, tokens: Sequence[int]) -> None:
+        """Record tokens that ``sample`` emitted (end-of-sequence tokens excluded)."""
+        if not tokens:
+            return
+        self._tables[sample].append(self._docs[sample], tokens)
+        context = self._contexts[sample]
+        context.extend(tokens)
+        del context[: -self.options.max_match]
+
+
+class NgramTables:
+    """The n-gram tables of one model, one per question (least recently used dropped first).
+
+    A shared table is cleared when a call starts and it holds more than ``max_table_tokens``
+    tokens, so memory stays bounded however long a search runs.
+
+    Args:
+        options: the drafter's options.
+    """
+
+    def __init__(self, options: SpeculativeOptions) -> None:
+        self.options = options
+        self._tables: OrderedDict[str, tuple[NgramTable, int]] = OrderedDict()
+
+    def _table(self, question: str) -> tuple[NgramTable, int]:
+        entry = self._tables.get(question)
+        if entry is None or entry[0].tokens > self.options.max_table_tokens:
+            table = NgramTable(self.options.min_match, self.options.max_match)
+            entry = (table, table.add_document())
+            self._tables[question] = entry
+        self._tables.move_to_end(question)
+        while len(self._tables) > self.options.max_tables:
+            self._tables.popitem(last=False)
+        return entry
+
+    def _index_prompt(self, question: str, prompt: Sequence[int]) -> NgramTable:
+        """The question's shared table with ``prompt`` indexed (only what was not yet)."""
+        table, doc = self._table(question)
+        held = table.document(doc)
+        if list(prompt[: len(held)]) == held:
+            table.append(doc, prompt[len(held) :])
+        else:  # another rendering of the question: index the prompt as its own document
+            doc = table.add_document(prompt)
+            self._tables[question] = (table, doc)
+        return table
+
+    def session(self, question: str, prompt: Sequence[int], samples: int) -> NgramSession:
+        """A drafter for ``samples`` continuations of ``prompt`` (the tokens of the rendered
+        prompt of ``question``)."""
+        if not self.options.shared:
+            return NgramSession(self.options, prompt, samples, None)
+        return NgramSession(self.options, prompt, samples, self._index_prompt(question, prompt))
+
+    def index_text(self, question: str, prompt: Sequence[int], tokens: Sequence[int]) -> None:
+        """Index a continuation the model scored (shared tables only), e.g. a draft's step."""
+        if not self.options.shared or not tokens:
+            return
+        table = self._index_prompt(question, prompt)
+        table.add_document([*prompt[-self.options.max_match :], *tokens])
+
+    def clear(self) -> None:
+        """Forget every table."""
+        self._tables.clear()
+
+
+def accept_by_sampling(
+    proposal: Sequence[int],
+    draw: Callable[[int], int],
+    emit: Callable[[int], bool],
+) -> int:
+    """Verify a proposal with the lossless sample-and-compare rule.
+
+    For ``i = 0, 1, ..., len(proposal)``: ``y = draw(i)`` is the model's own next token after the
+    prefix followed by ``proposal[:i]`` (drawn exactly as plain decoding draws it);
+    ``emit(y)`` appends it to the output and returns ``False`` once the output is finished (end
+    of sequence, a stop string, the token limit). The loop goes on while ``y`` equals the
+    proposal token; the first different draw (or the draw after the whole proposal) is the last
+    token emitted.
+
+    Args:
+        proposal: the proposed tokens.
+        draw: the model's draw at position ``i`` of the proposal.
+        emit: appends a token to the output; ``False`` when the output is finished.
+
+    Returns:
+        How many proposal tokens were accepted (emitted as proposed).
+    """
+    accepted = 0
+    for i in range(len(proposal) + 1):
+        token = draw(i)
+        matched = i < len(proposal) and token == proposal[i]
+        alive = emit(token)
+        accepted += matched
+        if not (alive and matched):
+            break
+    return accepted
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a :class:`ProposalVerifier` returns.
+
+    Attributes:
+        scores: per proposal, the verifier's untempered log-probabilities of its tokens.
+        accepted: per proposal, how many leading tokens the verifier's sampling accepted.
+        completions: the continuations (one per proposal), or ``None`` when ``continue_if``
+            declined them.
+        score_interval: ``time.perf_counter`` readings around the verification pass.
+        generate_interval: readings around the continuation (``None`` without one).
+    """
+
+    scores: list[TokenLogprobs]
+    accepted: list[int]
+    completions: list[Completion] | None
+    score_interval: tuple[float, float]
+    generate_interval: tuple[float, float] | None = None
+
+
+ContinueIf = Callable[[list[TokenLogprobs]], bool]
+"""Decides, from the verifier's scores of the proposals, whether to continue them."""
+
+
+@runtime_checkable
+class ProposalVerifier(Protocol):
+    """A model that verifies proposed tokens in one pass and continues from what it accepts.
+
+    Backends implement it as an optional extension of
+    :class:`~specs_core.protocols.LanguageModel` (llama.cpp and the toy backend do).
+    """
+
+    @property
+    def tokenizer_id(self) -> str:
+        """A fingerprint of the vocabulary: models with equal ids tokenize text alike."""
+        ...
+
+    def verify_proposals(
+        self,
+        prompt: Prompt,
+        proposals: Sequence[Sequence[int]],
+        params: SamplingParams,
+        continue_if: ContinueIf,
+    ) -> Verification:
+        """Score ``proposals`` (token ids in this model's vocabulary) after ``prompt``; then,
+        when ``continue_if(scores)`` is true, continue sample ``k`` from proposal ``k``.
+
+        Continuation ``k`` accepts the longest prefix of proposal ``k`` that
+        :func:`accept_by_sampling` accepts with sample ``k``'s random stream, then generates the
+        rest as usual. The continuations are therefore distributed exactly as
+        ``generate([prompt], params)`` (and, the computation being the same, equal to it for the
+        same seed). ``continue_if`` is called with the model's lock held: it must not call the
+        model.
+
+        Raises:
+            InvalidInputError: ``len(proposals) != params.n``.
+        """
+        ...
+
+
+def check_shared_tokenizer(draft: object, target: object, *, why: str) -> ProposalVerifier:
+    """The target as a :class:`ProposalVerifier` sharing the draft's tokenizer.
+
+    Raises:
+        ConfigError: the target cannot verify proposals, or the two tokenizers differ.
+    """
+    draft_name = getattr(draft, "name", "draft")
+    target_name = getattr(target, "name", "target")
+    if not isinstance(target, ProposalVerifier):
+        raise ConfigError(
+            f"{why} needs a target that verifies draft tokens, but {target_name!r} "
+            f"({type(target).__name__}) does not: use the llamacpp or toy backend for the "
+            "target, or set hybrid: false"
+        )
+    draft_id = getattr(draft, "tokenizer_id", None)
+    if not isinstance(draft_id, str) or draft_id != target.tokenizer_id:
+        raise ConfigError(
+            f"{why} needs a draft and a target that share a tokenizer, but {draft_name!r} and "
+            f"{target_name!r} do not: pick two models of one family (e.g. "
+            "qwen2.5-coder-0.5b and qwen2.5-coder-1.5b), or set hybrid: false"
+        )
+    return target
