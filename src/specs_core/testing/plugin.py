@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from specs_core.hookspecs import hookimpl
 from specs_core.plugins import ModelResolver, RegisterBackend, RegisterRewardModel
+from specs_core.speculative import SpeculativeOptions
 from specs_core.testing.toy import ToyLanguageModel
 from specs_core.testing.toy_reward import ToyRewardModel
 
@@ -49,6 +50,9 @@ class ToyBackendOptions(BaseModel):
         default=None, min_length=1, description="accounting name (toy-<variant>)"
     )
     n_ctx: int = Field(default=4096, ge=16, description="context window in tokens")
+    speculative: SpeculativeOptions | None = Field(
+        default=None, description="n-gram drafting, e.g. {max_draft: 4} (default: off)"
+    )
 
 
 class ToyRewardOptions(BaseModel):
@@ -69,6 +73,7 @@ def _make_toy_model(options: ToyBackendOptions) -> ToyLanguageModel:
         ms_per_prompt_token=options.ms_per_prompt_token,
         name=options.name,
         n_ctx=options.n_ctx,
+        speculative=options.speculative,
     )
 
 

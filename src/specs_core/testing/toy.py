@@ -26,6 +26,11 @@ How it works:
   produced it, and scoring generated text returns exactly the recorded log-probabilities.
 - **Template.** ``system``, ``question`` and ``partial`` are rendered into one token context
   between marker tokens; ``partial`` stays the open assistant message and is continued.
+- **Speculative decoding.** With ``speculative`` options the toy drafts with the shared n-gram
+  drafter of :mod:`specs_core.speculative` and verifies with its acceptance rule, and it
+  implements :class:`~specs_core.speculative.ProposalVerifier`; every variant shares one
+  tokenizer, hence one ``tokenizer_id``. The samples are those of plain sampling with the same
+  seed: the point is to test the rule, not to be faster.
 """
 
 from __future__ import annotations
@@ -38,11 +43,19 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from specs_core.errors import ContextOverflowError, InvalidInputError
 from specs_core.protocols import Capabilities
+from specs_core.speculative import (
+    ContinueIf,
+    NgramSession,
+    NgramTables,
+    SpeculativeOptions,
+    Verification,
+    accept_by_sampling,
+)
 from specs_core.testing.toy_tokenizer import (
     _ASSISTANT_ID,
     _BLOCK,
@@ -60,6 +73,7 @@ from specs_core.testing.toy_tokenizer import (
     _USER_ID,
     _VOCAB_SIZE,
     _WORD,
+    _WORD_STRINGS,
     ANSWER_RANGE,
     EOS_ID,
     STEP_DELIMITER,
@@ -217,6 +231,7 @@ class ToyLanguageModel:
             (default a quarter of ``ms_per_token``); cached prompt tokens cost nothing.
         name: the accounting name (default ``"toy-<variant>"``).
         n_ctx: the context window in tokens.
+        speculative: n-gram drafting options (default: off).
 
     Example:
         >>> from specs_core.types import Prompt, SamplingParams
@@ -235,6 +250,7 @@ class ToyLanguageModel:
         ms_per_prompt_token: float | None = None,
         name: str | None = None,
         n_ctx: int = 4096,
+        speculative: SpeculativeOptions | None = None,
     ) -> None:
         if not variant:
             raise InvalidInputError("variant must be a non-empty string such as 'target'")
@@ -255,11 +271,17 @@ class ToyLanguageModel:
         self._name = name or f"toy-{variant}"
         self._lock = threading.Lock()
         self._cache = _PrefixCache()
+        self._ngrams = NgramTables(speculative) if speculative is not None else None
 
     @property
     def name(self) -> str:
         """The accounting name."""
         return self._name
+
+    @property
+    def tokenizer_id(self) -> str:
+        """The vocabulary's fingerprint: the same for every variant."""
+        return f"toy-{_hash_int('vocabulary', _WORD_STRINGS, _VOCAB_SIZE):016x}"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -360,22 +382,38 @@ class ToyLanguageModel:
         context: tuple[int, ...],
         params: SamplingParams,
         rng: random.Random,
-    ) -> Completion:
+        session: NgramSession | None = None,
+        index: int = 0,
+        proposal: Sequence[int] | None = None,
+    ) -> tuple[Completion, int]:
+        """One sample; with a drafter or a ``proposal``, verified with the acceptance rule.
+
+        Returns:
+            The completion and how many tokens of ``proposal`` were accepted.
+        """
         q = self._question_info(prompt.question)
         state = self._start(prompt, context)
         tokens: list[int] = []
         logprobs: list[float] = []
         text = ""
-        finish = FinishReason.LENGTH
+        finish: FinishReason | None = None
         longest_stop = max((len(s) for s in params.stop), default=0)
-        while len(tokens) < params.max_tokens and len(context) + len(tokens) < self.n_ctx:
-            dist = self._dist(q, state)
-            token = self._choose(dist[0], params, rng)
+        room = min(params.max_tokens, self.n_ctx - len(context))
+        if room <= 0:
+            finish = FinishReason.LENGTH
+
+        def draw(_: int) -> int:
+            return self._choose(self._dist(q, state)[0], params, rng)
+
+        def emit(token: int) -> bool:
+            nonlocal state, text, finish
             if token == EOS_ID:
                 finish = FinishReason.EOS
-                break
+                return False
             tokens.append(token)
-            logprobs.append(self._logprob(dist, token))
+            logprobs.append(self._logprob(self._dist(q, state), token))
+            if session is not None:
+                session.extend(index, (token,))
             before = len(text)
             text += self.tokenizer.piece(token)
             if params.stop:
@@ -388,9 +426,26 @@ class ToyLanguageModel:
                 if ends:
                     text = text[: min(ends)]
                     finish = FinishReason.STOP
-                    break
+                    return False
             state = state.advance(token)
-        return Completion(text, tuple(tokens), tuple(logprobs), finish)
+            if len(tokens) >= room:
+                finish = FinishReason.LENGTH
+                return False
+            return True
+
+        accepted = proposed = rounds = taken = 0
+        if proposal is not None and finish is None:
+            taken = accept_by_sampling(proposal, draw, emit)
+        while finish is None:
+            draft = session.propose(index, room - len(tokens) - 1) if session is not None else []
+            got = accept_by_sampling(draft, draw, emit)
+            if draft:
+                proposed, accepted, rounds = proposed + len(draft), accepted + got, rounds + 1
+        completion = Completion(
+            text, tuple(tokens), tuple(logprobs), finish,
+            draft_tokens_proposed=proposed, draft_tokens_accepted=accepted, draft_rounds=rounds,
+        )
+        return completion, taken
 
     def _rng(self, params: SamplingParams, context: tuple[int, ...], index: int) -> random.Random:
         if params.seed is None:
@@ -419,23 +474,77 @@ class ToyLanguageModel:
             for prompt, context in zip(prompts, contexts, strict=False):
                 cached = self._cache.take(context)
                 evaluated += len(context) - cached
-                group = []
-                for index in range(params.n):
-                    c = self._sample(prompt, context, params, self._rng(params, context, index))
-                    generated += len(c.token_ids)
-                    group.append(
-                        Completion(
-                            c.text,
-                            c.token_ids,
-                            c.logprobs,
-                            c.finish_reason,
-                            prompt_tokens=len(context),
-                            cached_tokens=cached,
-                        )
-                    )
+                group, _ = self._samples(prompt, context, params, cached)
+                generated += sum(len(c.token_ids) for c in group)
                 results.append(group)
             self._sleep(evaluated * self.ms_per_prompt_token + generated * self.ms_per_token)
         return results
+
+    def _samples(
+        self,
+        prompt: Prompt,
+        context: tuple[int, ...],
+        params: SamplingParams,
+        cached: int,
+        proposals: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[list[Completion], list[int]]:
+        """The ``n`` samples of one prompt (and the proposal tokens each accepted)."""
+        session = (
+            self._ngrams.session(prompt.question, context, params.n)
+            if self._ngrams is not None
+            else None
+        )
+        group: list[Completion] = []
+        taken: list[int] = []
+        for index in range(params.n):
+            c, got = self._sample(
+                prompt, context, params, self._rng(params, context, index), session, index,
+                None if proposals is None else proposals[index],
+            )
+            group.append(replace(c, prompt_tokens=len(context), cached_tokens=cached))
+            taken.append(got)
+        return group, taken
+
+    def verify_proposals(
+        self,
+        prompt: Prompt,
+        proposals: Sequence[Sequence[int]],
+        params: SamplingParams,
+        continue_if: ContinueIf,
+    ) -> Verification:
+        """Score proposals and, when ``continue_if`` agrees, continue sample ``k`` from
+        proposal ``k`` (see :class:`~specs_core.speculative.ProposalVerifier`).
+
+        The continuations equal ``generate([prompt], params)[0]`` for a seeded ``params``.
+        """
+        if len(proposals) != params.n:
+            raise InvalidInputError(
+                f"got {len(proposals)} proposals for n={params.n} samples; pass one per sample"
+            )
+        began = time.perf_counter()
+        context = self.render(prompt)
+        q = self._question_info(prompt.question)
+        with self._lock:
+            cached = self._cache.take(context)
+            scores = []
+            for proposal in proposals:
+                state = self._start(prompt, context)
+                values = []
+                for token in proposal:
+                    values.append(self._logprob(self._dist(q, state), token))
+                    state = state.advance(token)
+                scores.append(
+                    TokenLogprobs(tuple(proposal), tuple(values), len(context), cached)
+                )
+                if self._ngrams is not None:
+                    self._ngrams.index_text(prompt.question, context, proposal)
+            # the continuations evaluate no prompt token: the verification did
+            group, taken = self._samples(prompt, context, params, len(context), proposals)
+            scored = time.perf_counter()
+            if not continue_if(scores):
+                return Verification(scores, taken, None, (began, scored))
+            finished = time.perf_counter()
+            return Verification(scores, taken, group, (began, scored), (scored, finished))
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -461,6 +570,8 @@ class ToyLanguageModel:
                 for token in ids:
                     values.append(self._logprob(self._dist(q, state), token))
                     state = state.advance(token)
+                if self._ngrams is not None:  # scored text feeds the n-gram drafter
+                    self._ngrams.index_text(prompt.question, context, ids)
                 evaluated += len(context) - cached + len(ids)
                 out.append(TokenLogprobs(tuple(ids), tuple(values), len(context), cached))
             self._sleep(evaluated * self.ms_per_prompt_token)
@@ -475,6 +586,8 @@ class ToyLanguageModel:
         """Forget the prefix cache. The model stays usable; calling it twice is harmless."""
         with self._lock:
             self._cache.clear()
+            if self._ngrams is not None:
+                self._ngrams.clear()
 
     def __repr__(self) -> str:
         return f"ToyLanguageModel(variant={self.variant!r}, mismatch={self.mismatch})"
