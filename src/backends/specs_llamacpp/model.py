@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from specs_core.errors import (
     SpecsError,
 )
 from specs_core.protocols import Capabilities
+from specs_core.speculative import ContinueIf, NgramTables, Verification
 from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
 
 from specs_llamacpp.chat import ChatTemplate
@@ -161,6 +163,7 @@ class LlamaCppModel:
         self._template: ChatTemplate | None = None
         self._state_lock = threading.Lock()
         self._closed = False
+        self._ngrams = NgramTables(options.speculative) if options.speculative else None
 
     @property
     def name(self) -> str:
@@ -217,6 +220,13 @@ class LlamaCppModel:
         """The text this model continues for ``prompt`` (chat template + open partial answer)."""
         return self.chat_template().render(prompt)
 
+    @property
+    def tokenizer_id(self) -> str:
+        """A fingerprint of the vocabulary: equal for models that tokenize text alike."""
+        shared = self._load()
+        with shared.lock:
+            return shared.runtime.tokenizer_id()
+
     # -- the protocol -------------------------------------------------------------------------
 
     def _seed(self, params: SamplingParams) -> int:
@@ -244,6 +254,17 @@ class LlamaCppModel:
             for tokens in tokenized:
                 check_generation_fits(len(tokens), params, rt.n_ctx, self.name)
             try:
+                if self._ngrams is not None:
+                    from specs_llamacpp.speculation import generate_speculative
+
+                    ngrams = self._ngrams
+                    return [
+                        generate_speculative(
+                            rt, tokens, params, seed, i,
+                            ngrams.session(prompt.question, tokens, params.n),
+                        )
+                        for i, (prompt, tokens) in enumerate(zip(prompts, tokenized, strict=True))
+                    ]
                 return [
                     generate_samples(rt, tokens, params, seed, i)
                     for i, tokens in enumerate(tokenized)
@@ -289,12 +310,86 @@ class LlamaCppModel:
                         indices, score_continuations(rt, prefix_tokens, fulls), strict=True
                     ):
                         results[i] = scored
+                        if self._ngrams is not None:  # scored text feeds the n-gram drafter
+                            self._ngrams.index_text(
+                                prompts[i].question, prefix_tokens, scored.token_ids
+                            )
             except SpecsError:
                 raise
             except Exception:
                 rt.reset()
                 raise
         return [r for r in results if r is not None]
+
+    def verify_proposals(
+        self,
+        prompt: Prompt,
+        proposals: Sequence[Sequence[int]],
+        params: SamplingParams,
+        continue_if: ContinueIf,
+    ) -> Verification:
+        """Score proposed tokens in one batch and, if ``continue_if`` agrees, continue them.
+
+        See :class:`~specs_core.speculative.ProposalVerifier`. When the ``n`` samples do not fit
+        in one batch (``n_seq_max``, ``n_ctx``), the proposals are scored one by one and the
+        continuations generated from scratch (the same samples, without the saving).
+
+        Raises:
+            InvalidInputError: not one proposal per sample, or a proposal longer than
+                ``max_tokens``.
+            ContextOverflowError: the prompt plus ``max_tokens`` exceeds ``n_ctx``.
+        """
+        shared = self._load()
+        from specs_llamacpp import speculation
+        from specs_llamacpp.generation import (
+            check_generation_fits,
+            generate_samples,
+            score_continuations,
+        )
+
+        if len(proposals) != params.n:
+            raise InvalidInputError(
+                f"got {len(proposals)} proposals for n={params.n} samples; pass one per sample"
+            )
+        if any(len(p) > params.max_tokens for p in proposals):
+            raise InvalidInputError(
+                f"a proposal is longer than max_tokens={params.max_tokens}; cut it or raise "
+                "max_tokens"
+            )
+        text = self.render(prompt)
+        seed = self._seed(params)
+        with shared.lock:
+            rt = shared.runtime
+            tokens = rt.tokenize(text)
+            check_generation_fits(len(tokens), params, rt.n_ctx, self.name)
+            session = None
+            if self._ngrams is not None:
+                for p in proposals:
+                    self._ngrams.index_text(prompt.question, tokens, p)
+                session = self._ngrams.session(prompt.question, tokens, params.n)
+            try:
+                if speculation.group_size(len(tokens), params, rt) >= params.n:
+                    return speculation.verify_proposals(
+                        rt, tokens, proposals, params, seed, continue_if, session
+                    )
+                log.info("%s: %d proposals do not fit in one batch; no reuse", self.name, params.n)
+                began = time.perf_counter()
+                scores = score_continuations(rt, tokens, [[*tokens, *p] for p in proposals])
+                scored = time.perf_counter()
+                if not continue_if(scores):
+                    return Verification(scores, [0] * params.n, None, (began, scored))
+                if session is not None:
+                    out = speculation.generate_speculative(rt, tokens, params, seed, 0, session)
+                else:
+                    out = generate_samples(rt, tokens, params, seed, 0)
+                return Verification(
+                    scores, [0] * params.n, out, (began, scored), (scored, time.perf_counter())
+                )
+            except SpecsError:
+                raise
+            except Exception:
+                rt.reset()
+                raise
 
     # -- lifetime -----------------------------------------------------------------------------
 

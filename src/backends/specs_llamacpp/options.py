@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from specs_core.speculative import SpeculativeOptions
 
 __all__ = ["LlamaCppOptions"]
 
@@ -58,6 +59,11 @@ class LlamaCppOptions(BaseModel):
         default=None, description="a Jinja chat template replacing the one in the GGUF metadata"
     )
     verbose: bool = Field(default=False, description="let llama.cpp print its own logs")
+    speculative: SpeculativeOptions | None = Field(
+        default=None,
+        description="token-level speculative decoding, e.g. {method: ngram, max_draft: 4} "
+        "(default: off)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> LlamaCppOptions:

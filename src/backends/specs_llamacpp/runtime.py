@@ -14,6 +14,7 @@ This module imports ``llama_cpp`` and ``numpy`` at import time; import it lazily
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -128,6 +129,7 @@ class LlamaRuntime:
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._tokenizer_id: str | None = None
 
     # -- metadata and tokens -----------------------------------------------------------------
 
@@ -287,6 +289,61 @@ class LlamaRuntime:
             if seq == 0 and pos == len(self._seq0):
                 self._seq0.append(token)
         return [self._row(i) for i in range(len(entries))]
+
+    def decode_rows(
+        self,
+        entries: Sequence[tuple[int, int, int]],
+        on_row: Callable[[int, npt.NDArray[np.float32]], None],
+    ) -> None:
+        """Decode (token, position, sequence) entries, each with logits, in as few calls as fit.
+
+        ``on_row(i, row)`` is called with the logits of entry ``i``, in entry order, right after
+        the decode call holding it (the row is a view valid only during the call). A sequence's
+        entries must come in position order, after the cells it already holds.
+        """
+        limit = max(1, min(self.n_batch, _MAX_LOGIT_ROWS))
+        for start in range(0, len(entries), limit):
+            chunk = entries[start : start + limit]
+            self._decode([(token, pos, seq, True) for token, pos, seq in chunk])
+            for token, pos, seq in chunk:
+                if seq == 0 and pos == len(self._seq0):
+                    self._seq0.append(token)
+            for i in range(len(chunk)):
+                on_row(start + i, self._row(i))
+
+    def remove_from(self, seq: int, pos: int) -> None:
+        """Drop the cells of sequence ``seq`` at positions ``pos`` and later."""
+        if not llama_cpp.llama_memory_seq_rm(self._memory, seq, pos, -1):
+            self.reset()
+            raise BackendError("this model's cache cannot be trimmed; it is not supported")
+        if seq == 0:
+            del self._seq0[pos:]
+
+    def park(self, seq: int, pos: int, keeper: int) -> int:
+        """Move the cells of ``seq`` at positions ``pos`` and later to sequence ``keeper``.
+
+        The cells leave ``seq`` but stay allocated, so later tokens are not placed in the holes:
+        llama.cpp's attention sums over cells in cache order, and refilled holes would change
+        the order, and so the rounding, of other sequences' results. Returns how many cells
+        were moved.
+        """
+        held = int(llama_cpp.llama_memory_seq_pos_max(self._memory, seq)) + 1
+        if held <= pos:
+            return 0
+        llama_cpp.llama_memory_seq_cp(self._memory, seq, keeper, pos, -1)
+        self.remove_from(seq, pos)
+        return held - pos
+
+    def tokenizer_id(self) -> str:
+        """A fingerprint of the vocabulary (every token's text and end-of-generation flag)."""
+        if self._tokenizer_id is None:
+            digest = hashlib.sha256(str(self.n_vocab).encode("ascii"))
+            for token in range(self.n_vocab):
+                text = llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
+                digest.update(len(text).to_bytes(4, "little") + text)
+                digest.update(b"\x01" if self.is_end(token) else b"\x00")
+            self._tokenizer_id = f"llama-vocab-{digest.hexdigest()[:32]}"
+        return self._tokenizer_id
 
     def reset(self) -> None:
         """Forget every cached sequence (after an error the cache state is not trusted)."""
