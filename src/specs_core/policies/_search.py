@@ -26,6 +26,7 @@ from specs_core.errors import BackendError, ConfigError, InvalidInputError
 from specs_core.plugins import Roles
 from specs_core.protocols import LanguageModel
 from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
+from specs_core.speculative import ContinueIf, ProposalVerifier, Verification
 from specs_core.text import (
     DEFAULT_STEP_DELIMITER,
     DEFAULT_SYSTEM_PROMPT,
@@ -313,6 +314,47 @@ class SearchContext:
                 f"{len(continuations)} continuations; a backend must return one per continuation"
             )
         self.acct.add_scoring(model.name, out)
+        return out
+
+    def verify(
+        self,
+        role: ModelChoice,
+        prompt: Prompt,
+        proposals: Sequence[Sequence[int]],
+        params: SamplingParams,
+        continue_if: ContinueIf,
+    ) -> Verification:
+        """Let the model of ``role`` verify proposed tokens and maybe continue them, counted.
+
+        The verification pass is timed as the role's scoring phase and the continuation as its
+        generation phase; their tokens are counted like a scoring and a generation call.
+
+        Raises:
+            ConfigError: the model does not implement
+                :class:`~specs_core.speculative.ProposalVerifier`.
+            BackendError: the model returned the wrong number of results.
+        """
+        model = self.model(role)
+        if not isinstance(model, ProposalVerifier):
+            raise ConfigError(
+                f"{role} model {model.name!r} cannot verify proposed tokens; use a backend that "
+                "implements it (llamacpp, toy)"
+            )
+        out = model.verify_proposals(prompt, list(proposals), params, continue_if)
+        if len(out.scores) != len(proposals) or (
+            out.completions is not None and len(out.completions) != params.n
+        ):
+            raise BackendError(
+                f"{role} model {model.name!r} returned {len(out.scores)} scores for "
+                f"{len(proposals)} proposals; a backend must return one per proposal and n "
+                "continuations"
+            )
+        self.acct.add_interval(_PHASE_OF[(role, "score")], *out.score_interval)
+        self.acct.add_scoring(model.name, out.scores)
+        if out.completions is not None:
+            if out.generate_interval is not None:
+                self.acct.add_interval(_PHASE_OF[(role, "generate")], *out.generate_interval)
+            self.acct.add_generation(model.name, [out.completions])
         return out
 
     def rewards_last(self, paths: Sequence[Sequence[str]]) -> list[float]:

@@ -21,6 +21,15 @@ choice compares one score, the aggregated reward, for every solution; (c) the ta
 draft's text, tokenized by itself, so draft and target may use different tokenizers; (d) rejected
 drafts stay in the trace with all their scores, and the per-run reward cache spares the reward
 model a second call for a target step whose text equals a rejected draft.
+
+Hybrid (``hybrid: true``, draft and target sharing a tokenizer): the target's verification pass
+over the drafts' tokens is reused when every draft is rejected. Target candidate ``k`` accepts
+the longest prefix of draft ``k`` that token-level speculative sampling accepts
+(:func:`specs_core.speculative.accept_by_sampling`) and generates only the rest, from the cells
+the verification already filled. The target candidates keep exactly the distribution (with a
+seed: the very samples) of a plain target step. The reward model then runs before the
+target's verification instead of beside it, because the target decides inside that one call
+whether to continue.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from pydantic import Field, field_validator
 from specs_core.errors import BackendError
 from specs_core.plugins import Roles
 from specs_core.protocols import require
+from specs_core.speculative import Verification, check_shared_tokenizer
 from specs_core.types import (
     CandidateRecord,
     Completion,
@@ -74,6 +84,11 @@ class SpecsOptions(StepSearchOptions):
     tau_sw: float = Field(0.7, description="a target step reward above it switches to drafting")
     log_ratio: Literal["mean", "sum"] = Field(
         "mean", description="length-normalised (mean) or total (sum) token log-probabilities"
+    )
+    hybrid: bool = Field(
+        False,
+        description="when every draft is rejected, the target keeps the prefix of each draft that "
+        "token-level speculative sampling accepts (draft and target must share a tokenizer)",
     )
 
     @field_validator("tau_acc", "tau_sw")
@@ -114,6 +129,7 @@ class _DraftOutcome:
     chosen: int | None
     rewards: list[float]
     completions: list[Completion]
+    verification: Verification | None = None
 
 
 class SpecsPolicy:
@@ -171,6 +187,14 @@ class SpecsPolicy:
         # .result() re-raises a worker's exception in this thread.
         return target_f.result(), reward_f.result(), draft_f.result() if draft_f else None
 
+    def _soft_scores(
+        self, target_lp: Sequence[TokenLogprobs], l_d: Sequence[float], rewards: Sequence[float]
+    ) -> list[float]:
+        """``s = (l_t - l_d) + beta * r`` of each draft."""
+        beta = self.options.beta
+        l_t = [self._measure(t.logprobs) for t in target_lp]
+        return [(lt - ld) + beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
+
     def _draft_step(
         self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
         pool: CompletedPool, score_draft: bool,
@@ -178,14 +202,25 @@ class SpecsPolicy:
         o = self.options
         completions = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", step, o.n))[0]
         texts = [c.text for c in completions]
-        target_lp, rewards, draft_lp = self._verify(ctx, prompt, path, texts, score_draft)
-        l_d = (
-            [self._measure(d.logprobs) for d in draft_lp]
-            if draft_lp is not None
-            else [self._draft_logprob(ctx, c) for c in completions]
-        )
+        verification: Verification | None = None
+        if o.hybrid:
+            draft_lp = ctx.score("draft", [prompt] * len(texts), texts) if score_draft else None
+            l_d = self._draft_measures(ctx, completions, draft_lp)
+            rewards = ctx.rewards_last([[*path.steps, t] for t in texts])
+
+            def none_survives(scored: list[TokenLogprobs]) -> bool:
+                return not any(x > o.tau_acc for x in self._soft_scores(scored, l_d, rewards))
+
+            verification = ctx.verify(
+                "target", prompt, [c.token_ids for c in completions],
+                ctx.step_params(o, "target", step, o.n), none_survives,
+            )
+            target_lp = verification.scores
+        else:
+            target_lp, rewards, draft_lp = self._verify(ctx, prompt, path, texts, score_draft)
+            l_d = self._draft_measures(ctx, completions, draft_lp)
         l_t = [self._measure(t.logprobs) for t in target_lp]
-        scores = [(lt - ld) + o.beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
+        scores = self._soft_scores(target_lp, l_d, rewards)
         survivors = [j for j, s in enumerate(scores) if s > o.tau_acc]
         chosen: int | None = None
         if survivors:
@@ -205,14 +240,32 @@ class SpecsPolicy:
                 )
             )
         log.debug("step %d drafts: scores %s, survivors %s", step, scores, survivors)
-        return _DraftOutcome(records, chosen, rewards, completions)
+        return _DraftOutcome(records, chosen, rewards, completions, verification)
+
+    def _draft_measures(
+        self, ctx: SearchContext, completions: Sequence[Completion],
+        draft_lp: Sequence[TokenLogprobs] | None,
+    ) -> list[float]:
+        """``l_d`` of each draft: from its generation, or from scoring when it has none."""
+        if draft_lp is not None:
+            return [self._measure(d.logprobs) for d in draft_lp]
+        return [self._draft_logprob(ctx, c) for c in completions]
 
     def _target_step(
         self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
-        pool: CompletedPool,
+        pool: CompletedPool, hybrid: Verification | None = None,
     ) -> tuple[list[CandidateRecord], int, list[float], list[Completion], bool]:
+        """The target's step; ``hybrid`` holds the candidates continued from rejected drafts."""
         o = self.options
-        completions = ctx.generate("target", [prompt], ctx.step_params(o, "target", step, o.n))[0]
+        if hybrid is not None and hybrid.completions is not None:
+            completions = hybrid.completions
+            ctx.acct.count_hybrid_step(
+                proposed=sum(len(s.token_ids) for s in hybrid.scores),
+                accepted=sum(hybrid.accepted),
+            )
+        else:
+            params = ctx.step_params(o, "target", step, o.n)
+            completions = ctx.generate("target", [prompt], params)[0]
         rewards = ctx.rewards_last([[*path.steps, c.text] for c in completions])
         best = argmax(rewards)
         records = []
@@ -225,6 +278,7 @@ class SpecsPolicy:
                 CandidateRecord(
                     text=c.text, source=StepSource.TARGET, finished=finished,
                     target_logprob=own, reward=rewards[j], accepted=j == best,
+                    draft_prefix_tokens=hybrid.accepted[j] if hybrid is not None else None,
                 )
             )
         switch = any(r > o.tau_sw for r in rewards)
@@ -251,6 +305,8 @@ class SpecsPolicy:
             who = f"draft {draft.name!r}"
             require(draft.capabilities, ["generation_logprobs"], who=who, why=why)
         drafting = o.tau_acc < math.inf  # with tau_acc = +inf no draft can ever be accepted
+        if o.hybrid:
+            check_shared_tokenizer(draft, target, why=f"policy {self.name!r} with hybrid: true")
 
         path = SolutionPath()
         pool = CompletedPool(o.aggregation)
@@ -261,9 +317,11 @@ class SpecsPolicy:
             drafts: list[CandidateRecord] = []
             record: StepRecord | None = None
             finished = False
+            hybrid: Verification | None = None
             if use_draft:
                 outcome = self._draft_step(ctx, prompt, path, i, pool, score_draft)
                 drafts = outcome.records
+                hybrid = outcome.verification
                 if outcome.chosen is not None:
                     c = outcome.completions[outcome.chosen]
                     finished = is_finished(c)
@@ -277,7 +335,7 @@ class SpecsPolicy:
                     rejected += 1
             if record is None:
                 records, best, rewards, completions, switch = self._target_step(
-                    ctx, prompt, path, i, pool
+                    ctx, prompt, path, i, pool, hybrid
                 )
                 use_draft = switch and drafting
                 switches += use_draft
@@ -286,7 +344,10 @@ class SpecsPolicy:
                     index=i, source=StepSource.TARGET, text=completions[best].text,
                     reward=rewards[best], drafted=bool(drafts),
                     accepted=False if drafts else None,
-                    decision="draft_rejected" if drafts else "target",
+                    decision=(
+                        ("draft_rejected_hybrid" if hybrid is not None else "draft_rejected")
+                        if drafts else "target"
+                    ),
                     switched_to_draft=use_draft, candidates=(*drafts, *records),
                 )
             path = path.extend(record.text, record.reward, finished)
@@ -301,5 +362,8 @@ class SpecsPolicy:
             accepted_draft_steps=accepted,
             rejected_draft_steps=rejected,
             switches=switches,
-            extra={"completed": len(pool), "drafting": drafting, "log_ratio": o.log_ratio},
+            extra={
+                "completed": len(pool), "drafting": drafting, "log_ratio": o.log_ratio,
+                "hybrid": o.hybrid,
+            },
         )
