@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from specs_core.errors import ConfigError, ContextOverflowError, InvalidInputError
 from specs_core.protocols import Capabilities
+from specs_core.speculative import NgramTables, SpeculativeOptions
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 from specs_transformers._engine import engine, model_output_logits
@@ -71,6 +72,7 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish: FinishReason | None = None
+    drafted: tuple[int, int, int] = (0, 0, 0)  # proposed, accepted, verification passes
 
 
 class TransformersModel:
@@ -101,6 +103,7 @@ class TransformersModel:
         self._n_ctx = _DEFAULT_CTX
         self._round_trips = True
         self._anchor_ids: list[int] = []
+        self._ngrams = NgramTables(options.speculative) if options.speculative else None
         if loaded is not None:
             self._adopt(loaded)
 
@@ -115,6 +118,7 @@ class TransformersModel:
         n_ctx: int | None = None,
         prefix_cache_size: int = 4,
         score_batch_size: int = 8,
+        speculative: SpeculativeOptions | None = None,
     ) -> TransformersModel:
         """Wrap a causal LM and tokenizer that are already built (tests, embedding apps).
 
@@ -126,6 +130,7 @@ class TransformersModel:
             n_ctx: context size in tokens (default: the model's maximum).
             prefix_cache_size: evaluated prefixes kept for reuse.
             score_batch_size: continuations scored per forward pass.
+            speculative: n-gram drafting options (default: off).
         """
         device = next(model.parameters()).device
         options = TransformersOptions(
@@ -135,6 +140,7 @@ class TransformersModel:
             n_ctx=n_ctx,
             prefix_cache_size=prefix_cache_size,
             score_batch_size=score_batch_size,
+            speculative=speculative,
         )
         loaded = LoadedModel(model.eval(), tokenizer, device, f"in-memory model {name!r}")
         return cls(options, loaded=loaded)
@@ -329,6 +335,11 @@ class TransformersModel:
             [len(entries[e].ids) for e in row_entry], device=lm.device, dtype=torch.long
         )
         generator = make_generator(lm.device, params.seed)
+        if self._ngrams is not None:
+            self._generate_speculative(
+                prompts, prompt_ids, rows, (cache, mask, logits, positions), params, generator
+            )
+            return self._results(prompts, prompt_ids, rows, cached)
         active = list(range(len(rows)))
         while True:
             tokens, chosen = choose_tokens(
@@ -353,8 +364,58 @@ class TransformersModel:
             cache = out.past_key_values
             logits = model_output_logits(out)[:, -1]
             positions = positions + 1
+        return self._results(prompts, prompt_ids, rows, cached)
+
+    def _generate_speculative(
+        self,
+        prompts: list[Prompt],
+        prompt_ids: list[list[int]],
+        rows: list[_Row],
+        state: tuple[Any, Any, Any, Any],
+        params: SamplingParams,
+        generator: Any,
+    ) -> None:
+        """Run every row to its end with n-gram drafting (see :mod:`.speculation`)."""
+        from specs_transformers.speculation import Drafter, speculative_loop
+
+        ngrams = self._ngrams
+        if ngrams is None:  # the caller checked; this narrows the type
+            raise RuntimeError("speculative generation without n-gram tables")
+        sessions = [
+            ngrams.session(p.question, ids, params.n)
+            for p, ids in zip(prompts, prompt_ids, strict=True)
+        ]
+        drafters: list[Drafter] = [
+            (sessions[row.prompt], i % params.n) for i, row in enumerate(rows)
+        ]
+        has_stops = bool(params.stop)
+
+        def emit(r: int, token: int, logprob: float) -> bool:
+            row = rows[r]
+            before = len(row.ids)
+            alive = self._emit(row, token, logprob, has_stops)
+            if len(row.ids) > before:
+                session, index = drafters[r]
+                session.extend(index, row.ids[before:])
+            return alive
+
+        cache, mask, logits, positions = state
+        counts = speculative_loop(
+            self.loaded.model, cache, mask, logits, positions,
+            temperature=params.temperature, top_p=params.top_p, generator=generator, emit=emit,
+            rooms=lambda r: rows[r].budget - len(rows[r].ids), drafters=drafters,
+            pad_id=int(getattr(self.loaded.tokenizer, "pad_token_id", None) or 0),
+        )
+        for row, count in zip(rows, counts, strict=True):
+            row.drafted = (count.proposed, count.accepted, count.rounds)
+
+    def _results(
+        self, prompts: list[Prompt], prompt_ids: list[list[int]], rows: list[_Row],
+        cached: list[int],
+    ) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in prompts]
         for row in rows:
+            proposed, accepted, rounds = row.drafted
             results[row.prompt].append(
                 Completion(
                     text=row.text,
@@ -363,6 +424,9 @@ class TransformersModel:
                     finish_reason=row.finish or FinishReason.LENGTH,
                     prompt_tokens=len(prompt_ids[row.prompt]),
                     cached_tokens=cached[row.prompt],
+                    draft_tokens_proposed=proposed,
+                    draft_tokens_accepted=accepted,
+                    draft_rounds=rounds,
                 )
             )
         return results
@@ -376,29 +440,32 @@ class TransformersModel:
         has_stops: bool,
     ) -> list[int]:
         """Append each active row's new token; return the batch positions still running."""
-        keep: list[int] = []
-        for position, row_index in enumerate(active):
-            row = rows[row_index]
-            token = tokens[position]
-            if token in self._eos:
-                row.finish = FinishReason.EOS
-                row.text = self._decode_generated(row.ids)
-                continue
-            row.ids.append(token)
-            row.logprobs.append(logprobs[position])
-            if has_stops:
-                text = self._decode_generated(row.ids)
-                end = row.watcher.find(text)
-                if end is not None:
-                    row.finish = FinishReason.STOP
-                    row.text = text[:end]
-                    continue
-            if len(row.ids) >= row.budget:
-                row.finish = FinishReason.LENGTH
-                row.text = self._decode_generated(row.ids)
-                continue
-            keep.append(position)
-        return keep
+        return [
+            position
+            for position, row_index in enumerate(active)
+            if self._emit(rows[row_index], tokens[position], logprobs[position], has_stops)
+        ]
+
+    def _emit(self, row: _Row, token: int, logprob: float, has_stops: bool) -> bool:
+        """Append a token to a row; ``False`` once the row is finished."""
+        if token in self._eos:
+            row.finish = FinishReason.EOS
+            row.text = self._decode_generated(row.ids)
+            return False
+        row.ids.append(token)
+        row.logprobs.append(logprob)
+        if has_stops:
+            text = self._decode_generated(row.ids)
+            end = row.watcher.find(text)
+            if end is not None:
+                row.finish = FinishReason.STOP
+                row.text = text[:end]
+                return False
+        if len(row.ids) >= row.budget:
+            row.finish = FinishReason.LENGTH
+            row.text = self._decode_generated(row.ids)
+            return False
+        return True
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -433,6 +500,9 @@ class TransformersModel:
                 raise InvalidInputError("a prompt rendered to no tokens; check the chat template")
             self._check_fits(len(ids) + len(cont), "a prompt with its continuation")
         entries, which, cached = self._evaluate_prompts(prompt_ids)
+        if self._ngrams is not None:  # scored text feeds the n-gram drafter
+            for prompt, ids, cont in zip(prompts, prompt_ids, cont_ids, strict=True):
+                self._ngrams.index_text(prompt.question, ids, cont)
         scores: list[list[float]] = [[] for _ in prompts]
         size = self.options.score_batch_size
         for e, entry in enumerate(entries):
@@ -487,6 +557,8 @@ class TransformersModel:
         """Free the weights and the prefix cache (a later call loads them again)."""
         with self._lock:
             self._prefixes.clear()
+            if self._ngrams is not None:
+                self._ngrams.clear()
             if self._loaded is None:
                 return
             device = self._loaded.device

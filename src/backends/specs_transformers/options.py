@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from specs_core.speculative import SpeculativeOptions
 
 __all__ = [
     "DEVICE_PATTERN",
@@ -91,6 +92,11 @@ class TransformersOptions(LoadOptions):
         default=None,
         description="where converted GGUF models go (default $SPECS_CACHE_DIR/transformers or "
         "~/.cache/specs/transformers)",
+    )
+    speculative: SpeculativeOptions | None = Field(
+        default=None,
+        description="token-level speculative decoding, e.g. {method: ngram, max_draft: 4} "
+        "(default: off)",
     )
 
     @model_validator(mode="after")
