@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 
+_PROBE_EVERY = 8  # passes between one-token probes of a sample drafting below min_rate
+_RATE_DECAY = 0.7  # weight of the past in a sample's moving acceptance rate
+
+
 class SpeculativeOptions(BaseModel):
     """Token-level speculative decoding of one model (the ``speculative:`` key of a role).
 
@@ -73,6 +77,26 @@ class SpeculativeOptions(BaseModel):
         65536, ge=256, description="a shared table holding more tokens is cleared at a call start"
     )
     max_tables: int = Field(8, ge=1, description="questions whose shared tables are kept (LRU)")
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        description="draft only in passes that decode at most this many sequences together "
+        "(null: always); on a compute-bound CPU verifying a proposal costs about what decoding "
+        "its tokens does, so drafting pays only for small batches",
+    )
+    min_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="draft a sample only while the share of its proposed tokens that were "
+        "accepted (moving average) is at least this; below it one token is probed every "
+        f"{_PROBE_EVERY} passes",
+    )
+    adaptive: bool = Field(
+        True,
+        description="per sample, lengthen the proposal by 2 after a fully accepted one and "
+        "shorten it by 1 after a rejection (between 1 and max_draft)",
+    )
 
     @model_validator(mode="after")
     def _match_range(self) -> SpeculativeOptions:
@@ -140,8 +164,9 @@ class NgramTable:
 class NgramSession:
     """The drafter of one generation call: ``samples`` sequences continuing one prompt.
 
-    Use :meth:`propose` before each verification pass and :meth:`extend` with every token a
-    sequence emits. Not thread-safe: backends hold their model lock around a call.
+    Use :meth:`propose` before each verification pass, :meth:`extend` with every token a
+    sequence emits, and :meth:`record` with the outcome of each verified proposal. Not
+    thread-safe: backends hold their model lock around a call.
     """
 
     def __init__(
@@ -163,11 +188,37 @@ class NgramSession:
                 table.add_document(prompt)
                 self._tables.append(table)
         self._docs = [table.add_document(tail) for table in self._tables]
+        self._lengths = [options.max_draft] * samples
+        self._rates = [1.0] * samples
+        self._skipped = [0] * samples
+
+    def drafting(self, live: int) -> bool:
+        """Whether a pass decoding ``live`` sequences together should carry proposals."""
+        return self.options.max_batch is None or live <= self.options.max_batch
 
     def propose(self, sample: int, limit: int | None = None) -> list[int]:
-        """The tokens proposed to continue ``sample`` (at most ``max_draft`` and ``limit``)."""
-        cap = self.options.max_draft if limit is None else min(limit, self.options.max_draft)
+        """The tokens proposed to continue ``sample`` (at most its current proposal length, which
+        is ``max_draft`` unless ``adaptive``, and ``limit``)."""
+        cap = self._lengths[sample] if limit is None else min(limit, self._lengths[sample])
+        if self._rates[sample] < self.options.min_rate:
+            self._skipped[sample] += 1
+            if self._skipped[sample] % _PROBE_EVERY:
+                return []
+            cap = min(cap, 1)
         return self._tables[sample].lookup(self._contexts[sample], cap)
+
+    def record(self, sample: int, proposed: int, accepted: int) -> None:
+        """Adapt the proposal length of ``sample`` to how much of its last proposal was accepted."""
+        if not proposed:
+            return
+        rate = self._rates[sample]
+        self._rates[sample] = _RATE_DECAY * rate + (1 - _RATE_DECAY) * accepted / proposed
+        if not self.options.adaptive:
+            return
+        if accepted >= proposed:
+            self._lengths[sample] = min(self.options.max_draft, self._lengths[sample] + 2)
+        else:
+            self._lengths[sample] = max(1, self._lengths[sample] - 1)
 
     def extend(self, sample: int, tokens: Sequence[int]) -> None:
         """Record tokens that ``sample`` emitted (end-of-sequence tokens excluded)."""

@@ -107,13 +107,14 @@ def _pass(group: _Group, live: list[_Lane], given: Sequence[Sequence[int]] | Non
     entries: list[tuple[int, int, int]] = []
     owner: list[_Lane] = []
     plans: list[tuple[_Lane, list[int]]] = []
+    drafting = session is not None and session.drafting(len(live))
     for k, lane in enumerate(live):
         s = lane.sample
         room = params.max_tokens - len(s.tokens) - 1
         if given is not None:
             lane.proposal = list(given[k])
             lane.scores = []
-        elif session is not None and room > 0:
+        elif session is not None and drafting and room > 0:
             lane.proposal = session.propose(lane.index, room)
         else:
             lane.proposal = []
@@ -142,6 +143,8 @@ def _pass(group: _Group, live: list[_Lane], given: Sequence[Sequence[int]] | Non
             lane.proposed += len(lane.proposal)
             lane.accepted += lane.pass_accepted
             lane.rounds += 1
+            if session is not None:
+                session.record(lane.index, len(lane.proposal), lane.pass_accepted)
 
 
 def _row(

@@ -94,7 +94,8 @@ def speculative_loop(
         proposals = []
         for r in active:
             session, index = drafters[r]
-            proposals.append(session.propose(index, rooms(r) - 1))
+            drafting = session.drafting(len(active))
+            proposals.append(session.propose(index, rooms(r) - 1) if drafting else [])
         width = 1 + max(len(p) for p in proposals)
         ids = torch.full((len(active), width), pad_id, dtype=torch.long, device=mask.device)
         ids[:, 0] = pending
@@ -128,6 +129,8 @@ def speculative_loop(
                 c.proposed += len(proposal)
                 c.accepted += got
                 c.rounds += 1
+                session, index = drafters[r]
+                session.record(index, len(proposal), got)
             if alive:
                 keep.append(k)
                 pending[k] = last

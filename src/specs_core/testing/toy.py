@@ -439,8 +439,9 @@ class ToyLanguageModel:
         while finish is None:
             draft = session.propose(index, room - len(tokens) - 1) if session is not None else []
             got = accept_by_sampling(draft, draw, emit)
-            if draft:
+            if draft and session is not None:
                 proposed, accepted, rounds = proposed + len(draft), accepted + got, rounds + 1
+                session.record(index, len(draft), got)
         completion = Completion(
             text, tuple(tokens), tuple(logprobs), finish,
             draft_tokens_proposed=proposed, draft_tokens_accepted=accepted, draft_rounds=rounds,
