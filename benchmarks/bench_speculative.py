@@ -169,21 +169,22 @@ def decode_benchmark(args: argparse.Namespace) -> None:
 
 def specs_benchmark(args: argparse.Namespace) -> None:
     role = {"backend": "llamacpp", "n_threads": args.threads}
+    policy = {"n": args.n, "tau_acc": args.tau_acc, "max_steps": args.max_steps}
     config = {
         "draft": {**role, "model": args.specs_draft},
         "target": {**role, "model": args.specs_target},
         "reward": {"name": "judge", "model": "target"},
-        "policy": {"name": "specs", "n": args.n, "tau_acc": args.tau_acc,
-                   "max_steps": args.max_steps},
+        "policy": {"name": "specs", **policy},
     }
     phases = ("draft_generate", "target_generate", "target_score", "reward", "overhead", "total")
     rows: dict[bool, list[Any]] = {False: [], True: []}
     with Specs.from_config(config) as specs:
-        specs.solve("What is 2 + 3?", options={"max_steps": 1, "max_step_tokens": 8})  # load
+        warm = {**policy, "max_steps": 1, "max_step_tokens": 8}
+        specs.solve("What is 2 + 3?", options=warm)  # loads the models
         for i, question in enumerate(questions(args.specs_questions)):
             order = (True, False) if i % 2 else (False, True)
             for hybrid in order:
-                result = specs.solve(question, options={"hybrid": hybrid, "seed": i})
+                result = specs.solve(question, options={**policy, "hybrid": hybrid, "seed": i})
                 rows[hybrid].append(result)
                 print(f"  question {i} hybrid={hybrid}: {result.usage.latency_s['total']:.1f} s, "
                       f"{len(result.steps)} steps, decisions "
