@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -334,12 +335,12 @@ class TransformersModel:
         positions = torch.tensor(
             [len(entries[e].ids) for e in row_entry], device=lm.device, dtype=torch.long
         )
-        generator = make_generator(lm.device, params.seed)
         if self._ngrams is not None:
             self._generate_speculative(
-                prompts, prompt_ids, rows, (cache, mask, logits, positions), params, generator
+                prompts, prompt_ids, rows, (cache, mask, logits, positions), params
             )
             return self._results(prompts, prompt_ids, rows, cached)
+        generator = make_generator(lm.device, params.seed)
         active = list(range(len(rows)))
         while True:
             tokens, chosen = choose_tokens(
@@ -373,9 +374,9 @@ class TransformersModel:
         rows: list[_Row],
         state: tuple[Any, Any, Any, Any],
         params: SamplingParams,
-        generator: Any,
     ) -> None:
-        """Run every row to its end with n-gram drafting (see :mod:`.speculation`)."""
+        """Run every row to its end with n-gram drafting (see :mod:`.speculation`); each row
+        draws from its own generator, seeded by ``(seed, prompt, sample)``."""
         from specs_transformers.speculation import Drafter, speculative_loop
 
         ngrams = self._ngrams
@@ -400,9 +401,17 @@ class TransformersModel:
             return alive
 
         cache, mask, logits, positions = state
+        device = self.loaded.device
+        seed = params.seed
+        generators = [
+            make_generator(
+                device, None if seed is None else random.Random(f"{seed}/{i}").getrandbits(62)
+            )
+            for i in range(len(rows))
+        ]
         counts = speculative_loop(
             self.loaded.model, cache, mask, logits, positions,
-            temperature=params.temperature, top_p=params.top_p, generator=generator, emit=emit,
+            temperature=params.temperature, top_p=params.top_p, generators=generators, emit=emit,
             rooms=lambda r: rows[r].budget - len(rows[r].ids), drafters=drafters,
             pad_id=int(getattr(self.loaded.tokenizer, "pad_token_id", None) or 0),
         )

@@ -2,13 +2,15 @@
 
 Every pass feeds each live row its pending token (the last one it emitted) followed by the tokens
 the n-gram drafter proposes for it, right-padded to the longest proposal of the batch, in one
-forward pass over the batched KV cache. Rows sample their next token at every fed position
+forward pass over the batched KV cache. Each row then draws its next token position by position
 (:func:`~specs_transformers.sampling.choose_tokens`, the same tempered and nucleus-truncated
-draw as plain decoding) and keep the proposal's tokens while the draws equal them
+draw as plain decoding) and keeps the proposal's tokens while the draws equal them
 (:func:`specs_core.speculative.accept_by_sampling`): the emitted tokens follow the model's own
-distribution whatever was proposed. The cache is shared by rows of different lengths, so cells
-of rejected or padding tokens are not removed but masked out (attention mask 0); trailing
-columns masked in every row are cropped.
+distribution whatever was proposed. Each row has its own generator and draws once per emitted
+token, so a seed gives the same samples whatever the drafter proposes (plain decoding, which
+shares one generator across the batch, draws other samples from the same distribution). The
+cache is shared by rows of different lengths, so cells of rejected or padding tokens are not
+removed but masked out (attention mask 0); trailing columns masked in every row are cropped.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def speculative_loop(
     *,
     temperature: float,
     top_p: float,
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator],
     emit: Emit,
     rooms: Callable[[int], int],
     drafters: Sequence[Drafter],
@@ -69,7 +71,7 @@ def speculative_loop(
         positions: ``[rows]`` position of each row's next token.
         temperature: sampling temperature (0: greedy).
         top_p: nucleus mass.
-        generator: the random source.
+        generators: the random source of each row.
         emit: ``emit(row, token, logprob)`` appends a token; ``False`` when the row finished.
         rooms: ``rooms(row)``: how many more tokens the row may emit.
         drafters: the drafter of each row.
@@ -80,16 +82,22 @@ def speculative_loop(
     """
     torch = engine().torch
     counts = [SpeculativeCounts() for _ in drafters]
-    tokens, chosen = choose_tokens(
-        logits, temperature=temperature, top_p=top_p, generator=generator
-    )
-    firsts = zip(tokens.tolist(), chosen.tolist(), strict=True)
+
+    def draw(r: int, row_logits: Any) -> tuple[int, float]:
+        token, logprob = choose_tokens(
+            row_logits.unsqueeze(0), temperature=temperature, top_p=top_p,
+            generator=generators[r],
+        )
+        return int(token[0]), float(logprob[0])
+
+    firsts = [draw(r, logits[r]) for r in range(len(drafters))]
     active = [r for r, (token, logprob) in enumerate(firsts) if emit(r, token, logprob)]
     if not active:
         return counts
     select = torch.tensor(active, device=mask.device)
     cache.batch_select_indices(select)
-    mask, positions, pending = mask[select], positions[select], tokens[select]
+    mask, positions = mask[select], positions[select]
+    pending = torch.tensor([firsts[r][0] for r in active], device=mask.device)
     while active:
         proposals = []
         for r in active:
@@ -113,15 +121,14 @@ def speculative_loop(
         )
         cache = out.past_key_values
         scores = model_output_logits(out).float()
-        flat, flat_lp = choose_tokens(
-            scores.reshape(-1, scores.shape[-1]),
-            temperature=temperature, top_p=top_p, generator=generator,
-        )
-        drawn = flat.reshape(len(active), width).tolist()
-        drawn_lp = flat_lp.reshape(len(active), width).tolist()
         keep: list[int] = []
         for k, (r, proposal) in enumerate(zip(active, proposals, strict=True)):
-            got, last, alive = _verify_row(r, proposal, drawn[k], drawn_lp[k], emit)
+            rows_of_k = scores[k]
+
+            def draw_at(i: int, r: int = r, rows: Any = rows_of_k) -> tuple[int, float]:
+                return draw(r, rows[i])
+
+            got, last, alive = _verify_row(r, proposal, draw_at, emit)
             fed[k, 1 + got :] = 0  # rejected proposal tokens and padding leave the context
             positions[k] += 1 + got
             if proposal:
@@ -150,22 +157,23 @@ def speculative_loop(
 
 
 def _verify_row(
-    row: int, proposal: Sequence[int], drawn: Sequence[int], drawn_lp: Sequence[float], emit: Emit
+    row: int, proposal: Sequence[int], draw_at: Callable[[int], tuple[int, float]], emit: Emit
 ) -> tuple[int, int, bool]:
-    """Run the acceptance rule along one row's draws.
+    """Run the acceptance rule along one row, drawing at each position only when reached.
 
     Returns:
         ``(accepted, last emitted token, still alive)``.
     """
-    state = {"at": 0, "alive": True}
+    last: list[tuple[int, float]] = []
+    alive = [True]
 
     def draw(i: int) -> int:
-        state["at"] = i
-        return int(drawn[i])
+        last[:] = [draw_at(i)]
+        return last[0][0]
 
     def emit_row(token: int) -> bool:
-        state["alive"] = emit(row, token, float(drawn_lp[state["at"]]))
-        return bool(state["alive"])
+        alive[0] = emit(row, token, last[0][1])
+        return alive[0]
 
     got = accept_by_sampling(proposal, draw, emit_row)
-    return got, int(drawn[state["at"]]), bool(state["alive"])
+    return got, last[0][0], alive[0]
