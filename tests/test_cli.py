@@ -60,9 +60,7 @@ def test_tau_acc_minus_infinity_drafts_every_step_after_the_first(
 def test_same_seed_same_result_and_other_seeds_differ(capsys: pytest.CaptureFixture[str]) -> None:
     first = _solve_json(capsys, "--set", "policy.seed=3")
     again = _solve_json(capsys, "--set", "policy.seed=3")
-    assert first["text"] == again["text"] and first["steps"] == [
-        s | {} for s in again["steps"]
-    ]
+    assert first["text"] == again["text"] and first["steps"] == [s | {} for s in again["steps"]]
     texts = {_solve_json(capsys, "--set", f"policy.seed={s}")["text"] for s in range(6)}
     assert len(texts) > 1
 
@@ -114,3 +112,20 @@ def test_human_output_reports_answer_phases_and_draft_steps(
     assert run(["solve", QUESTION, "--config", TOY]) == 0
     out = capsys.readouterr().out
     assert "answer:" in out and "latency" in out and "the draft wrote" in out
+
+
+def test_human_output_keeps_latex_brackets_of_the_solution(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from specs_core import cli
+
+    shown: list[str] = []
+    real = cli._print_result
+
+    def spy(console: Any, result: Any) -> None:
+        shown.append(result.text)
+        real(console, result.__class__(**{**result.__dict__, "text": r"\[ 48 + 24 = 72 \]"}))
+
+    monkeypatch.setattr(cli, "_print_result", spy)
+    assert run(["solve", QUESTION, "--config", TOY]) == 0
+    assert r"\[ 48 + 24 = 72 \]" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from specs_core.engine import Specs
@@ -72,7 +73,9 @@ def _availability_table(registry: Registry) -> Table:
             else:
                 hint = f"pip install 'specs[{spec.extra}]'" if spec.extra else "see its docs"
                 status = f"unavailable: {reason} ({hint})"
-            table.add_row(kind, name, spec.plugin, status, spec.description)
+            table.add_row(
+                *(escape(cell) for cell in (kind, name, spec.plugin, status, spec.description))
+            )
     return table
 
 
@@ -108,7 +111,9 @@ def plugins(
     console = Console(highlight=False)
     console.print(_availability_table(registry))
     for failure in registry.failures:
-        console.print(f"[yellow]plugin {failure.plugin!r} skipped: {failure.message}[/yellow]")
+        console.print(
+            f"[yellow]plugin {failure.plugin!r} skipped: {escape(failure.message)}[/yellow]"
+        )
 
 
 def _print_step(console: Console, step: StepRecord) -> None:
@@ -116,16 +121,16 @@ def _print_step(console: Console, step: StepRecord) -> None:
     first_line = step.text.strip().splitlines()[0] if step.text.strip() else ""
     console.print(
         f"[dim]step {step.index + 1:>2} {step.source.value:<6} {step.decision:<15} "
-        f"reward {reward}[/dim]  {first_line[:90]}"
+        f"reward {reward}[/dim]  {escape(first_line[:90])}"
     )
 
 
 def _print_result(console: Console, result: SearchResult) -> None:
     usage = result.usage
     console.print()
-    console.print(result.text.strip())
+    console.print(result.text.strip(), markup=False, highlight=False)
     console.print()
-    console.print(f"[bold]answer:[/bold] {result.answer}")
+    console.print(f"[bold]answer:[/bold] {escape(str(result.answer))}")
     console.print(
         f"policy {result.policy}: {len(result.steps)} steps, the draft wrote {result.draft_steps} "
         f"({result.accepted_draft_steps} accepted, {result.rejected_draft_steps} rejected draft "
