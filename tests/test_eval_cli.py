@@ -132,6 +132,36 @@ def test_a_changed_config_on_resume_is_one_line_and_exit_code_2(
     assert err.startswith("error: ") and "--force" in err and "\n" not in err
 
 
+def test_max_problems_advances_a_run_in_slices(tmp_path: Path) -> None:
+    from specs_core.cli import run
+
+    data = write_toy_dataset(tmp_path / "toy.jsonl", size=5)
+    out = tmp_path / "run"
+    base = ["bench", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--out", str(out)]
+    base += ["--no-progress", "--max-problems", "2"]
+    assert run(base) == 0
+    first = _ids(out)
+    assert len(first) == 2
+    assert json.loads((out / "summary.json").read_text())["complete"] is False
+    assert run(base) == 0 and run(base) == 0
+    ids = _ids(out)
+    assert ids[:2] == first and len(ids) == 5 and len(set(ids)) == 5
+    assert json.loads((out / "summary.json").read_text())["complete"] is True
+    assert run(base) == 0 and _ids(out) == ids
+
+
+def test_max_problems_below_one_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from specs_core.cli import run
+
+    data = write_toy_dataset(tmp_path / "toy.jsonl", size=2)
+    args = ["bench", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--out", str(tmp_path)]
+    assert run([*args, "--max-problems", "0"]) == 2
+    assert "--max-problems" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_a_killed_bench_process_resumes_with_each_problem_exactly_once(tmp_path: Path) -> None:
     data = write_toy_dataset(tmp_path / "toy.jsonl", size=12)

@@ -73,6 +73,14 @@ RetryOption = Annotated[
 ProgressOption = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")
 ]
+MaxProblemsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-problems",
+        min=1,
+        help="Solve at most N of the remaining problems, then stop (run again to go on).",
+    ),
+]
 WarmupOption = Annotated[
     bool,
     typer.Option(
@@ -124,6 +132,7 @@ def bench(
     retry_errors: RetryOption = False,
     progress: ProgressOption = True,
     warmup: WarmupOption = True,
+    max_problems: MaxProblemsOption = None,
 ) -> None:
     """Solve a dataset (or a seeded subset) with one policy; resumable, results in --out."""
     from specs_core.eval.sweep import RunOptions, bench_spec, resolve_config, run_one
@@ -131,7 +140,13 @@ def bench(
     name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
     resolved = resolve_config(config, policy, overrides or [])
     spec = bench_spec(resolved, name, problems, limit=limit, sample_seed=sample_seed)
-    run = RunOptions(force=force, retry_errors=retry_errors, progress=progress, warmup=warmup)
+    run = RunOptions(
+        force=force,
+        retry_errors=retry_errors,
+        progress=progress,
+        warmup=warmup,
+        max_problems=max_problems,
+    )
     summary = run_one(resolved, spec, out, run)
     typer.echo(_summary_line(summary, out))
 
@@ -169,13 +184,20 @@ def sweep(
     retry_errors: RetryOption = False,
     progress: ProgressOption = True,
     warmup: WarmupOption = True,
+    max_problems: MaxProblemsOption = None,
 ) -> None:
     """One bench run per value of a config key (OUT/KEY=VALUE), then OUT/report.md and plots."""
     from specs_core.eval.sweep import RunOptions, parse_values, resolve_config, run_sweep
 
     name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
     resolved = resolve_config(config, policy, overrides or [])
-    run = RunOptions(force=force, retry_errors=retry_errors, progress=progress, warmup=warmup)
+    run = RunOptions(
+        force=force,
+        retry_errors=retry_errors,
+        progress=progress,
+        warmup=warmup,
+        max_problems=max_problems,
+    )
     dirs = run_sweep(
         resolved,
         param,

@@ -31,6 +31,7 @@ from specs_core.errors import (
     BackendUnavailableError,
     CapabilityError,
     ConfigError,
+    InvalidInputError,
     ModelNotFoundError,
     PluginError,
     SpecsError,
@@ -203,6 +204,7 @@ def run_bench(
     retry_errors: bool = False,
     progress: bool = True,
     warmup: bool = False,
+    max_problems: int | None = None,
 ) -> dict[str, Any]:
     """Solve every problem of ``spec`` not yet in ``out``, and write the summary.
 
@@ -214,6 +216,8 @@ def run_bench(
         retry_errors: solve again the problems whose earlier attempt raised.
         progress: show a progress bar with running accuracy and mean latency on stderr.
         warmup: solve :data:`WARMUP_QUESTION` once, unrecorded, before the first problem.
+        max_problems: solve at most this many of the remaining problems, then stop; running
+            again resumes (several runs can so be advanced in turns and compared part-way).
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -234,6 +238,10 @@ def run_bench(
         results.rewrite(rows)
     done = {r["id"] for r in rows}
     todo = [(i, p) for i, p in enumerate(spec.problems) if p.id not in done]
+    if max_problems is not None:
+        if max_problems < 1:
+            raise InvalidInputError(f"max_problems must be at least 1, got {max_problems}")
+        todo = todo[:max_problems]
     if done:
         log.info("%s: resuming, %d of %d problems already done", out, len(done), len(spec.problems))
     meta = _run_meta(spec, fp)

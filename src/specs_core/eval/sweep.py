@@ -48,6 +48,7 @@ class RunOptions:
     retry_errors: bool = False
     progress: bool = True
     warmup: bool = True
+    max_problems: int | None = None
 
 
 def config_data(config: SpecsConfig) -> dict[str, Any]:
@@ -156,6 +157,7 @@ def run_one(
             retry_errors=run.retry_errors,
             progress=run.progress,
             warmup=run.warmup,
+            max_problems=run.max_problems,
         )
     with Specs(config) as specs:
         return run_bench(
@@ -166,6 +168,7 @@ def run_one(
             retry_errors=run.retry_errors,
             progress=run.progress,
             warmup=run.warmup,
+            max_problems=run.max_problems,
         )
 
 
