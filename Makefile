@@ -36,6 +36,7 @@ run: models
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy src
 
 test: lint

@@ -193,20 +193,26 @@ def main() -> None:
 
     model = LlamaCppModel(LlamaCppOptions(model=args.model, n_threads=args.threads))
     load_s, _ = _timed(lambda: model.runtime)
-    print(f"model {args.model}: loaded in {load_s:.2f} s; threads {args.threads}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; repeats {args.repeats}")
+    print(
+        f"model {args.model}: loaded in {load_s:.2f} s; threads {args.threads}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; repeats {args.repeats}"
+    )
     model.generate([Prompt(QUESTIONS[0])], SamplingParams(max_tokens=2, seed=0))  # warm up
 
     g = bench_generation(model, args.repeats, args.max_tokens)
     print(f"generation, 4 samples of up to {args.max_tokens} tokens:")
     print(f"  n=4 batched     {g['batched_s']:7.2f} s  {g['batched_tok_s']:7.1f} tok/s")
     print(f"  4 x n=1 in turn {g['sequential_s']:7.2f} s  {g['sequential_tok_s']:7.1f} tok/s")
-    print(f"  batched/sequential: time x{g['batched_s'] / g['sequential_s']:.2f}, "
-          f"throughput x{g['batched_tok_s'] / g['sequential_tok_s']:.2f}")
+    print(
+        f"  batched/sequential: time x{g['batched_s'] / g['sequential_s']:.2f}, "
+        f"throughput x{g['batched_tok_s'] / g['sequential_tok_s']:.2f}"
+    )
 
     s = bench_scoring(model, args.repeats)
-    print(f"scoring, 4 candidates ({s['continuation_tokens']} tokens) after a "
-          f"{s['prefix_tokens']}-token prefix:")
+    print(
+        f"scoring, 4 candidates ({s['continuation_tokens']} tokens) after a "
+        f"{s['prefix_tokens']}-token prefix:"
+    )
     print(f"  prefix KV reused   {s['reuse_s']:7.2f} s")
     print(f"  each from scratch  {s['scratch_s']:7.2f} s")
     print(f"  speed-up from reuse x{s['scratch_s'] / s['reuse_s']:.2f}")
@@ -216,9 +222,11 @@ def main() -> None:
     model.close()
 
     p = bench_prompt_eval(args.model, args.threads, args.repeats)
-    print(f"prompt evaluation: n_ubatch=32 {p['ubatch32_tok_s']:.1f} tok/s, "
-          f"n_ubatch=512 {p['ubatch512_tok_s']:.1f} tok/s "
-          f"(32/512 x{p['ubatch32_tok_s'] / p['ubatch512_tok_s']:.2f})")
+    print(
+        f"prompt evaluation: n_ubatch=32 {p['ubatch32_tok_s']:.1f} tok/s, "
+        f"n_ubatch=512 {p['ubatch512_tok_s']:.1f} tok/s "
+        f"(32/512 x{p['ubatch32_tok_s'] / p['ubatch512_tok_s']:.2f})"
+    )
 
 
 if __name__ == "__main__":

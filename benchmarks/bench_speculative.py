@@ -122,8 +122,10 @@ def report(label: str, pairs: list[tuple[Timed, Timed]]) -> None:
 def decode_benchmark(args: argparse.Namespace) -> None:
     base: dict[str, Any] = {"model": args.model, "n_threads": args.threads}
     spec_options = {
-        "max_draft": args.max_draft, "min_match": args.min_match,
-        "adaptive": not args.no_adaptive, "max_batch": args.max_batch,
+        "max_draft": args.max_draft,
+        "min_match": args.min_match,
+        "adaptive": not args.no_adaptive,
+        "max_batch": args.max_batch,
         "min_rate": args.min_rate,
     }
     plain = LlamaCppModel(LlamaCppOptions.model_validate({**base, "name": "plain"}))
@@ -139,27 +141,32 @@ def decode_benchmark(args: argparse.Namespace) -> None:
         params = SamplingParams(n=args.n, temperature=0.7, max_tokens=args.max_tokens, seed=i)
         prompt = Prompt(question, system=DEFAULT_SYSTEM_PROMPT)
         best.append(pair(plain, spec, prompt, params, flip=i % 2 == 1))
-        single = SamplingParams(
-            n=args.again_n, temperature=0.7, max_tokens=args.max_tokens, seed=i
-        )
+        single = SamplingParams(n=args.again_n, temperature=0.7, max_tokens=args.max_tokens, seed=i)
         first = pair(plain, spec, prompt, single, flip=i % 2 == 0)
         answer = first[0].completions[0].text
-        rewrite = Prompt(REWRITE.format(question=question, answer=answer.strip()),
-                         system=DEFAULT_SYSTEM_PROMPT)
+        rewrite = Prompt(
+            REWRITE.format(question=question, answer=answer.strip()), system=DEFAULT_SYSTEM_PROMPT
+        )
         second = pair(plain, spec, rewrite, single, flip=i % 2 == 1)
         again.append(first)
         again2.append(second)
-    print(f"\nmodel {args.model}, n={args.n}, max_tokens={args.max_tokens}, drafter "
-          f"{spec_options}, {args.questions} questions, {args.threads} threads\n")
-    print("| workload | without drafter | with n-gram drafter | speed-up | accepted / proposed "
-          "| identical samples |")
+    print(
+        f"\nmodel {args.model}, n={args.n}, max_tokens={args.max_tokens}, drafter "
+        f"{spec_options}, {args.questions} questions, {args.threads} threads\n"
+    )
+    print(
+        "| workload | without drafter | with n-gram drafter | speed-up | accepted / proposed "
+        "| identical samples |"
+    )
     print("|---|---|---|---|---|---|")
     report(f"best-of-{args.n}", best)
     report(f"think again (n={args.again_n}): round 1", again)
     report(f"think again (n={args.again_n}): round 2", again2)
     both = [
-        (Timed(a1.seconds + a2.seconds, a1.completions + a2.completions),
-         Timed(b1.seconds + b2.seconds, b1.completions + b2.completions))
+        (
+            Timed(a1.seconds + a2.seconds, a1.completions + a2.completions),
+            Timed(b1.seconds + b2.seconds, b1.completions + b2.completions),
+        )
         for (a1, b1), (a2, b2) in zip(again, again2, strict=True)
     ]
     report(f"think again (n={args.again_n}): both rounds", both)
@@ -186,17 +193,22 @@ def specs_benchmark(args: argparse.Namespace) -> None:
             for hybrid in order:
                 result = specs.solve(question, options={**policy, "hybrid": hybrid, "seed": i})
                 rows[hybrid].append(result)
-                print(f"  question {i} hybrid={hybrid}: {result.usage.latency_s['total']:.1f} s, "
-                      f"{len(result.steps)} steps, decisions "
-                      f"{[s.decision for s in result.steps]}", flush=True)
+                print(
+                    f"  question {i} hybrid={hybrid}: {result.usage.latency_s['total']:.1f} s, "
+                    f"{len(result.steps)} steps, decisions "
+                    f"{[s.decision for s in result.steps]}",
+                    flush=True,
+                )
     off, on = rows[False], rows[True]
 
     def total(results: list[Any], phase: str) -> float:
         return sum(r.usage.latency_s[phase] for r in results)
 
-    print(f"\nSPECS: draft {args.specs_draft}, target {args.specs_target}, judge on the target, "
-          f"n={args.n}, tau_acc={args.tau_acc}, max_steps={args.max_steps}, "
-          f"{args.specs_questions} questions\n")
+    print(
+        f"\nSPECS: draft {args.specs_draft}, target {args.specs_target}, judge on the target, "
+        f"n={args.n}, tau_acc={args.tau_acc}, max_steps={args.max_steps}, "
+        f"{args.specs_questions} questions\n"
+    )
     print("| phase | without hybrid | with hybrid | saved |")
     print("|---|---|---|---|")
     for phase in phases:
@@ -208,11 +220,13 @@ def specs_benchmark(args: argparse.Namespace) -> None:
     proposed = sum(r.usage.hybrid_proposed for r in on)
     accepted = sum(r.usage.hybrid_accepted for r in on)
     rejected = sum(r.rejected_draft_steps for r in off)
-    print(f"\nSPECS latency speed-up with the hybrid: **{ratio:.2f}x**; steps with every draft "
-          f"rejected: {rejected}; hybrid steps: {steps}, draft tokens accepted by the target: "
-          f"{accepted}/{proposed}; same committed solution: {same}/{len(off)}; per-question "
-          f"totals {[round(r.usage.latency_s['total'], 1) for r in off]} s -> "
-          f"{[round(r.usage.latency_s['total'], 1) for r in on]} s")
+    print(
+        f"\nSPECS latency speed-up with the hybrid: **{ratio:.2f}x**; steps with every draft "
+        f"rejected: {rejected}; hybrid steps: {steps}, draft tokens accepted by the target: "
+        f"{accepted}/{proposed}; same committed solution: {same}/{len(off)}; per-question "
+        f"totals {[round(r.usage.latency_s['total'], 1) for r in off]} s -> "
+        f"{[round(r.usage.latency_s['total'], 1) for r in on]} s"
+    )
 
 
 def main() -> None:

@@ -60,15 +60,18 @@ def _engines(threads: int, cache_dir: str | None) -> dict[str, Any]:
     gguf = resolve_gguf_path("smollm2-135m")
     registry = build_registry(entry_points=False)
     spec = registry.backend("llamacpp")
-    llama_options = validate_options({"model": str(gguf), "n_threads": threads}, spec.options,
-                                     "llamacpp")
+    llama_options = validate_options(
+        {"model": str(gguf), "n_threads": threads}, spec.options, "llamacpp"
+    )
     transformers = TransformersModel(
         TransformersOptions(gguf_file=str(gguf), n_threads=threads, cache_dir=cache_dir)
     )
     seconds, _ = _timed(lambda: transformers.loaded)
     origin = "converted copy" if transformers.loaded.from_cache else "GGUF conversion"
-    print(f"transformers loaded in {seconds:.1f} s ({origin}), dtype "
-          f"{transformers.loaded.model.dtype}, device {transformers.loaded.device}")
+    print(
+        f"transformers loaded in {seconds:.1f} s ({origin}), dtype "
+        f"{transformers.loaded.model.dtype}, device {transformers.loaded.device}"
+    )
     llamacpp = spec.factory(llama_options)
     seconds, _ = _timed(lambda: llamacpp.generate([Prompt("Hi")], SamplingParams(max_tokens=1)))
     print(f"llama.cpp loaded in {seconds:.1f} s")
@@ -86,8 +89,10 @@ def _conversion(threads: int) -> None:
             seconds, _ = _timed(lambda m=model: m.loaded)
             times.append(seconds)
             model.close()
-    print(f"| GGUF load through transformers | first (dequantize + save) {times[0]:.1f} s | "
-          f"second (saved copy) {times[1]:.1f} s | {times[0] / times[1]:.1f}x |")
+    print(
+        f"| GGUF load through transformers | first (dequantize + save) {times[0]:.1f} s | "
+        f"second (saved copy) {times[1]:.1f} s | {times[0] / times[1]:.1f}x |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,15 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     print("| task | transformers | llama.cpp | llama.cpp speed-up |")
     print("|---|---|---|---|")
     t_gen = {n: statistics.median(v) for n, v in gen.items()}
-    tps = {n: statistics.median(t / s for t, s in zip(gen_tokens[n], gen[n], strict=True))
-           for n in engines}
-    print(f"| generate n=4 x {args.max_tokens} tokens (batched) | {t_gen['transformers']:.2f} s "
-          f"({tps['transformers']:.1f} tok/s) | {t_gen['llama.cpp']:.2f} s "
-          f"({tps['llama.cpp']:.1f} tok/s) | {tps['llama.cpp'] / tps['transformers']:.2f}x |")
+    tps = {
+        n: statistics.median(t / s for t, s in zip(gen_tokens[n], gen[n], strict=True))
+        for n in engines
+    }
+    print(
+        f"| generate n=4 x {args.max_tokens} tokens (batched) | {t_gen['transformers']:.2f} s "
+        f"({tps['transformers']:.1f} tok/s) | {t_gen['llama.cpp']:.2f} s "
+        f"({tps['llama.cpp']:.1f} tok/s) | {tps['llama.cpp'] / tps['transformers']:.2f}x |"
+    )
     t_score = {n: statistics.median(v) for n, v in score.items()}
-    print(f"| score 4 continuations ({score_tokens['transformers']} tokens) after a new prompt "
-          f"| {t_score['transformers'] * 1000:.0f} ms | {t_score['llama.cpp'] * 1000:.0f} ms | "
-          f"{t_score['transformers'] / t_score['llama.cpp']:.2f}x |")
+    print(
+        f"| score 4 continuations ({score_tokens['transformers']} tokens) after a new prompt "
+        f"| {t_score['transformers'] * 1000:.0f} ms | {t_score['llama.cpp'] * 1000:.0f} ms | "
+        f"{t_score['transformers'] / t_score['llama.cpp']:.2f}x |"
+    )
     if args.conversion:
         _conversion(args.threads)
     for model in engines.values():

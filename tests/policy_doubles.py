@@ -59,9 +59,7 @@ class ScriptedModel:
     score_calls: list[tuple[list[Prompt], list[str]]] = field(default_factory=list)
     closed: bool = False
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         self.generate_calls.append((list(prompts), params))
         self.events.append(("generate", self.name, *(p.partial for p in prompts)))
         out = []

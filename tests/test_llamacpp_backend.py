@@ -159,8 +159,10 @@ def test_passes_the_conformance_suite(model: LlamaCppModel) -> None:
 
 def test_concurrent_threads_match_sequential_results(model: LlamaCppModel) -> None:
     jobs = [
-        (Prompt(QUESTION if i % 2 else "What is 3 * 4?"), SamplingParams(
-            n=2, temperature=0.8, max_tokens=12, stop=("\n\n",), seed=100 + i))
+        (
+            Prompt(QUESTION if i % 2 else "What is 3 * 4?"),
+            SamplingParams(n=2, temperature=0.8, max_tokens=12, stop=("\n\n",), seed=100 + i),
+        )
         for i in range(8)
     ]
     sequential = [model.generate([p], params)[0] for p, params in jobs]

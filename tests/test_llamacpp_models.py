@@ -159,9 +159,15 @@ def test_single_part_model_is_used_in_place(site: Path) -> None:
 
 def test_missing_packages_name_the_pip_command(site: Path) -> None:
     model = EmbeddedModel(
-        name="absent", family="fake", filename="absent.gguf", size=1, sha256="0" * 64,
-        parts=(ModelPart("specs-fake-part1", "1.0", "specs_fake_part1/data/part01.bin"),
-               ModelPart("specs-absent-part", "2.0", "specs_absent_part/data/x.bin")),
+        name="absent",
+        family="fake",
+        filename="absent.gguf",
+        size=1,
+        sha256="0" * 64,
+        parts=(
+            ModelPart("specs-fake-part1", "1.0", "specs_fake_part1/data/part01.bin"),
+            ModelPart("specs-absent-part", "2.0", "specs_absent_part/data/x.bin"),
+        ),
     )
     status = model_status(model)
     assert not status.installed and status.missing == ("specs-absent-part==2.0",)

@@ -61,8 +61,9 @@ def test_echo_detection_trusts_a_correct_server(server: ServerProcess) -> None:
         detecting.close()
 
 
-def test_one_request_per_sample_gives_the_batched_results(server: ServerProcess,
-                                                          model: OpenAIModel) -> None:
+def test_one_request_per_sample_gives_the_batched_results(
+    server: ServerProcess, model: OpenAIModel
+) -> None:
     single = _model(server, batch_prompts=False, native_n=False)
     try:
         params = SamplingParams(n=2, temperature=0.0, max_tokens=6)
@@ -78,8 +79,9 @@ def test_one_request_per_sample_gives_the_batched_results(server: ServerProcess,
         single.close()
 
 
-def test_token_ids_reported_by_the_server_skip_the_tokenizer(server: ServerProcess,
-                                                             model: OpenAIModel) -> None:
+def test_token_ids_reported_by_the_server_skip_the_tokenizer(
+    server: ServerProcess, model: OpenAIModel
+) -> None:
     with_ids = _model(server, tokens_as_ids=True, token_prompts=False)
     try:
         params = SamplingParams(n=1, temperature=0.0, max_tokens=6, stop=("\n\n",))
@@ -93,8 +95,7 @@ def test_token_ids_reported_by_the_server_skip_the_tokenizer(server: ServerProce
         with_ids.close()
 
 
-def test_tempered_server_logprobs_need_rescoring(server: ServerProcess,
-                                                 model: OpenAIModel) -> None:
+def test_tempered_server_logprobs_need_rescoring(server: ServerProcess, model: OpenAIModel) -> None:
     naive = _model(server)  # does not know the server tempers its logprobs
     try:
         params = SamplingParams(n=1, temperature=0.5, max_tokens=6, seed=3)

@@ -66,8 +66,9 @@ def test_generation_with_n_stop_and_logprobs(model: OpenAIModel) -> None:
     assert not model.capabilities.seeded  # it reuses its KV cache across requests
 
 
-def test_generation_logprobs_match_exact_scores(model: OpenAIModel,
-                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_generation_logprobs_match_exact_scores(
+    model: OpenAIModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     reference_server = start_fake_sglang(tmp_path_factory.mktemp("reference"))
     reference = SGLangModel(SGLangOptions(url=reference_server.url, timeout_s=300))
     try:
@@ -81,15 +82,21 @@ def test_generation_logprobs_match_exact_scores(model: OpenAIModel,
         reference_server.stop()
 
 
-@pytest.mark.parametrize(("template", "verdict"), [
-    ("raw", r"are wrong \(off by [0-9.]+ nats per token"),  # prompt without BOS: shifted by one
-    ("smollm2", r"are misaligned \(0 echo tokens"),  # starts with BOS <|im_start|>: dropped
-])
-def test_echo_detection_finds_the_defect(llama_server: ServerProcess, template: str,
-                                         verdict: str) -> None:
-    detecting = OpenAIModel(OpenAIOptions(
-        url=llama_server.url, timeout_s=300, chat_template=template, echo_logprobs="detect"
-    ))
+@pytest.mark.parametrize(
+    ("template", "verdict"),
+    [
+        ("raw", r"are wrong \(off by [0-9.]+ nats per token"),  # prompt without BOS: shifted by one
+        ("smollm2", r"are misaligned \(0 echo tokens"),  # starts with BOS <|im_start|>: dropped
+    ],
+)
+def test_echo_detection_finds_the_defect(
+    llama_server: ServerProcess, template: str, verdict: str
+) -> None:
+    detecting = OpenAIModel(
+        OpenAIOptions(
+            url=llama_server.url, timeout_s=300, chat_template=template, echo_logprobs="detect"
+        )
+    )
     try:
         with pytest.raises(CapabilityError, match=verdict):
             detecting.logprobs([PROMPTS[0]], ["First, add 2 and 3."])

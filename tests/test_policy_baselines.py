@@ -27,16 +27,29 @@ from policy_doubles import ScriptedModel, ScriptedReward, cand
 
 
 def _beam_case():
-    target = ScriptedModel("tgt", script={
-        "": [cand("a\n\n"), cand("b\n\n"), cand("c\n\n"), cand("d\n\n")],
-        "b\n\n": [cand("b1 \\boxed{1}"), cand("b2\n\n")],
-        "d\n\n": [cand("d1 \\boxed{2}"), cand("d2\n\n")],
-        "b\n\nb2\n\n": [cand("e \\boxed{3}"), cand("f \\boxed{4}")],
-    })
-    reward = ScriptedReward({
-        "a": 0.1, "b": 0.9, "c": 0.5, "d": 0.8, "b1 \\boxed{1}": 0.7, "b2": 0.95,
-        "d1 \\boxed{2}": 0.85, "d2": 0.2, "e \\boxed{3}": 0.6, "f \\boxed{4}": 0.75,
-    })
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("a\n\n"), cand("b\n\n"), cand("c\n\n"), cand("d\n\n")],
+            "b\n\n": [cand("b1 \\boxed{1}"), cand("b2\n\n")],
+            "d\n\n": [cand("d1 \\boxed{2}"), cand("d2\n\n")],
+            "b\n\nb2\n\n": [cand("e \\boxed{3}"), cand("f \\boxed{4}")],
+        },
+    )
+    reward = ScriptedReward(
+        {
+            "a": 0.1,
+            "b": 0.9,
+            "c": 0.5,
+            "d": 0.8,
+            "b1 \\boxed{1}": 0.7,
+            "b2": 0.95,
+            "d1 \\boxed{2}": 0.85,
+            "d2": 0.2,
+            "e \\boxed{3}": 0.6,
+            "f \\boxed{4}": 0.75,
+        }
+    )
     return target, reward
 
 
@@ -47,8 +60,10 @@ def test_beam_search_keeps_m_beams_and_completes_m_solutions(aggregation, answer
     result = BeamSearchPolicy(options, Roles(target=target, reward=reward)).run("Q")
     kept = [(s.index, s.beam, s.text) for s in result.steps]
     assert kept == [
-        (0, 0, "b\n\n"), (0, 1, "d\n\n"),
-        (1, 0, "b2\n\n"), (1, 1, "d1 \\boxed{2}"),
+        (0, 0, "b\n\n"),
+        (0, 1, "d\n\n"),
+        (1, 0, "b2\n\n"),
+        (1, 1, "d1 \\boxed{2}"),
         (2, 0, "f \\boxed{4}"),
     ]
     calls = [([p.partial for p in prompts], params.n) for prompts, params in target.generate_calls]
@@ -89,16 +104,27 @@ _SOLUTIONS = ["a\n\nx \\boxed{3}", "p \\boxed{7}", "q\n\nr \\boxed{7}", "s \\box
 
 def _best_of_n_case():
     target = ScriptedModel("tgt", script={"": [cand(t) for t in _SOLUTIONS]})
-    reward = ScriptedReward({"a": 0.2, "x \\boxed{3}": 0.9, "p \\boxed{7}": 0.5, "q": 0.5,
-                             "r \\boxed{7}": 0.6, "s \\boxed{7}": 0.4})
+    reward = ScriptedReward(
+        {
+            "a": 0.2,
+            "x \\boxed{3}": 0.9,
+            "p \\boxed{7}": 0.5,
+            "q": 0.5,
+            "r \\boxed{7}": 0.6,
+            "s \\boxed{7}": 0.4,
+        }
+    )
     return target, reward
 
 
-@pytest.mark.parametrize(("selection", "aggregation", "text", "score"), [
-    ("prm", "last", _SOLUTIONS[0], 0.9),
-    ("prm", "min", _SOLUTIONS[1], 0.5),  # ties with solution 2: the first wins
-    ("weighted_majority", "last", _SOLUTIONS[2], 0.6),  # 7 sums 1.5 > 0.9; its best is 0.6
-])
+@pytest.mark.parametrize(
+    ("selection", "aggregation", "text", "score"),
+    [
+        ("prm", "last", _SOLUTIONS[0], 0.9),
+        ("prm", "min", _SOLUTIONS[1], 0.5),  # ties with solution 2: the first wins
+        ("weighted_majority", "last", _SOLUTIONS[2], 0.6),  # 7 sums 1.5 > 0.9; its best is 0.6
+    ],
+)
 def test_best_of_n_selection(selection, aggregation, text, score):
     target, reward = _best_of_n_case()
     options = BestOfNOptions(n=4, selection=selection, aggregation=aggregation)
@@ -121,12 +147,15 @@ def test_weighted_majority_ignores_solutions_without_answer_or_score():
 
 
 def _rsd_case():
-    draft = ScriptedModel("drf", script={
-        "": [cand("d1\n\n")],
-        "d1\n\n": [cand("d2\n\n")],
-        "d1\n\nt2\n\n": [cand("d3 \\boxed{5}")],
-        "d1\n\nd2\n\n": [cand("d3 \\boxed{5}")],
-    })
+    draft = ScriptedModel(
+        "drf",
+        script={
+            "": [cand("d1\n\n")],
+            "d1\n\n": [cand("d2\n\n")],
+            "d1\n\nt2\n\n": [cand("d3 \\boxed{5}")],
+            "d1\n\nd2\n\n": [cand("d3 \\boxed{5}")],
+        },
+    )
     target = ScriptedModel("tgt", script={"d1\n\n": [cand("t2\n\n")]})
     reward = ScriptedReward({"d1": 0.8, "d2": 0.3, "t2": 0.9, "d3 \\boxed{5}": 0.75})
     return draft, target, reward
@@ -135,10 +164,16 @@ def _rsd_case():
 def test_rsd_accepts_a_draft_step_when_its_reward_reaches_delta():
     draft, target, reward = _rsd_case()
     result = RsdPolicy(RsdOptions(delta=0.7), Roles(target, draft, reward)).run("Q")
-    assert [s.decision for s in result.steps] == ["draft_accepted", "draft_rejected",
-                                                  "draft_accepted"]
-    assert [s.source for s in result.steps] == [StepSource.DRAFT, StepSource.TARGET,
-                                                StepSource.DRAFT]
+    assert [s.decision for s in result.steps] == [
+        "draft_accepted",
+        "draft_rejected",
+        "draft_accepted",
+    ]
+    assert [s.source for s in result.steps] == [
+        StepSource.DRAFT,
+        StepSource.TARGET,
+        StepSource.DRAFT,
+    ]
     assert (result.accepted_draft_steps, result.rejected_draft_steps) == (2, 1)
     assert result.text == "d1\n\nt2\n\nd3 \\boxed{5}" and result.answer == "5"
     assert result.steps[1].reward is None  # with n=1 the target's step is taken unscored
@@ -166,9 +201,15 @@ def test_rsd_with_several_candidates_lets_the_reward_model_pick_the_target_step(
 # -- majority and greedy ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answers", "index"), [
-    (["3", "7", "7"], 1), (["3", "7", "7", "3"], 0), ([None, "4"], 1), ([None, None], 0),
-])
+@pytest.mark.parametrize(
+    ("answers", "index"),
+    [
+        (["3", "7", "7"], 1),
+        (["3", "7", "7", "3"], 0),
+        ([None, "4"], 1),
+        ([None, None], 0),
+    ],
+)
 def test_majority_vote(answers, index):
     assert majority_vote(answers)[0] == index
 

@@ -23,15 +23,30 @@ def run_specs(draft, target, reward, on_step=None, **options):
 
 def test_rejected_finished_draft_never_enters_the_pool():
     """Defect (a): a finished draft with the best reward but failing acceptance cannot win."""
-    target = ScriptedModel("tgt", script={
-        "": [cand("T1\n\n"), cand("T1b\n\n")],
-        "T1\n\n": [cand("good \\boxed{5}"), cand("meh \\boxed{6}")],
-    }, scores={"bad \\boxed{9}": [-20.0], "bad2 \\boxed{8}": [-20.0]})
-    draft = ScriptedModel("drf", script={
-        "T1\n\n": [cand("bad \\boxed{9}", -0.1), cand("bad2 \\boxed{8}", -0.1)],
-    })
-    reward = ScriptedReward({"T1": 0.9, "T1b": 0.8, "good \\boxed{5}": 0.6,
-                             "meh \\boxed{6}": 0.3, "bad \\boxed{9}": 1.0, "bad2 \\boxed{8}": 1.0})
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("T1\n\n"), cand("T1b\n\n")],
+            "T1\n\n": [cand("good \\boxed{5}"), cand("meh \\boxed{6}")],
+        },
+        scores={"bad \\boxed{9}": [-20.0], "bad2 \\boxed{8}": [-20.0]},
+    )
+    draft = ScriptedModel(
+        "drf",
+        script={
+            "T1\n\n": [cand("bad \\boxed{9}", -0.1), cand("bad2 \\boxed{8}", -0.1)],
+        },
+    )
+    reward = ScriptedReward(
+        {
+            "T1": 0.9,
+            "T1b": 0.8,
+            "good \\boxed{5}": 0.6,
+            "meh \\boxed{6}": 0.3,
+            "bad \\boxed{9}": 1.0,
+            "bad2 \\boxed{8}": 1.0,
+        }
+    )
     result = run_specs(draft, target, reward, n=2)
     assert result.answer == "5"
     assert result.extra["completed"] == 2  # the two target candidates, never the drafts
@@ -41,8 +56,11 @@ def test_rejected_finished_draft_never_enters_the_pool():
 
 
 def _mixed_scale_case():
-    target = ScriptedModel("tgt", script={"": [cand("A \\boxed{1}"), cand("B\n\n")]},
-                           scores={"C \\boxed{2}": [-0.5], "D\n\n": [-10.0]})
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand("A \\boxed{1}"), cand("B\n\n")]},
+        scores={"C \\boxed{2}": [-0.5], "D\n\n": [-10.0]},
+    )
     draft = ScriptedModel(
         "drf", script={"B\n\n": [cand("C \\boxed{2}", -3.0), cand("D\n\n", -1.0)]}
     )
@@ -50,9 +68,15 @@ def _mixed_scale_case():
     return draft, target, reward
 
 
-@pytest.mark.parametrize(("aggregation", "answer", "score"), [
-    ("last", "1", 0.6), ("min", "1", 0.6), ("mean", "2", 0.7), ("prod", "1", 0.6),
-])
+@pytest.mark.parametrize(
+    ("aggregation", "answer", "score"),
+    [
+        ("last", "1", 0.6),
+        ("min", "1", 0.6),
+        ("mean", "2", 0.7),
+        ("prod", "1", 0.6),
+    ],
+)
 def test_final_selection_uses_one_consistent_score(aggregation, answer, score):
     """Defect (b): the accepted draft C has s = 7.5 but reward 0.5; A has reward 0.6.
 
@@ -88,10 +112,14 @@ def test_target_scores_the_draft_text_with_its_own_tokens(log_ratio, l_d, l_t):
 
 def test_rejected_drafts_stay_in_the_trace_and_their_rewards_are_reused():
     """Defect (d): the target's candidate equal to a rejected draft costs no reward call."""
-    target = ScriptedModel("tgt", script={
-        "": [cand("T1\n\n"), cand("T1b\n\n")],
-        "T1\n\n": [cand("X\n\n"), cand("Z \\boxed{4}")],
-    }, scores={"X\n\n": [-20.0], "Y\n\n": [-20.0]})
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("T1\n\n"), cand("T1b\n\n")],
+            "T1\n\n": [cand("X\n\n"), cand("Z \\boxed{4}")],
+        },
+        scores={"X\n\n": [-20.0], "Y\n\n": [-20.0]},
+    )
     draft = ScriptedModel("drf", script={"T1\n\n": [cand("X\n\n", -0.1), cand("Y\n\n", -0.1)]})
     reward = ScriptedReward({"T1": 0.9, "T1b": 0.1, "X": 0.65, "Y": 0.5, "Z \\boxed{4}": 0.7})
     result = run_specs(draft, target, reward, n=2)
@@ -112,16 +140,24 @@ def test_rejected_drafts_stay_in_the_trace_and_their_rewards_are_reused():
 
 
 def _switch_case():
-    target = ScriptedModel("tgt", script={
-        "": [cand("L1\n\n"), cand("L1b\n\n")],
-        "L1\n\n": [cand("H\n\n"), cand("H2\n\n")],
-        "L1\n\nH\n\n": [cand("G \\boxed{7}"), cand("G2 \\boxed{8}")],
-    }, scores={"F \\boxed{3}": [-0.5], "F2 \\boxed{2}": [-9.0]})
-    draft = ScriptedModel("drf", script={
-        "L1\n\nH\n\n": [cand("F \\boxed{3}", -0.5), cand("F2 \\boxed{2}", -0.5)],
-    })
-    reward = ScriptedReward({"L1": 0.5, "L1b": 0.4, "H": 0.8, "H2": 0.2, "F \\boxed{3}": 0.9},
-                            default=0.3)
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("L1\n\n"), cand("L1b\n\n")],
+            "L1\n\n": [cand("H\n\n"), cand("H2\n\n")],
+            "L1\n\nH\n\n": [cand("G \\boxed{7}"), cand("G2 \\boxed{8}")],
+        },
+        scores={"F \\boxed{3}": [-0.5], "F2 \\boxed{2}": [-9.0]},
+    )
+    draft = ScriptedModel(
+        "drf",
+        script={
+            "L1\n\nH\n\n": [cand("F \\boxed{3}", -0.5), cand("F2 \\boxed{2}", -0.5)],
+        },
+    )
+    reward = ScriptedReward(
+        {"L1": 0.5, "L1b": 0.4, "H": 0.8, "H2": 0.2, "F \\boxed{3}": 0.9}, default=0.3
+    )
     return draft, target, reward
 
 
@@ -148,8 +184,11 @@ def test_no_target_reward_above_tau_sw_keeps_the_target_writing():
 def _softmax_case():
     texts = ["a \\boxed{1}", "b \\boxed{2}", "c \\boxed{3}"]
     deltas = (0.0, 0.15, 0.3)  # l_t - l_d of each draft
-    target = ScriptedModel("tgt", script={"": [cand("S\n\n"), cand("S2\n\n"), cand("S3\n\n")]},
-                           scores={t: [-1.0 + d] for t, d in zip(texts, deltas, strict=True)})
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand("S\n\n"), cand("S2\n\n"), cand("S3\n\n")]},
+        scores={t: [-1.0 + d] for t, d in zip(texts, deltas, strict=True)},
+    )
     draft = ScriptedModel("drf", script={"S\n\n": [cand(t, -1.0) for t in texts]})
     reward = ScriptedReward({"S": 0.9, "S2": 0.1, "S3": 0.1, **{t: 0.75 for t in texts}})
     return texts, draft, target, reward
@@ -174,8 +213,10 @@ def test_the_accepted_draft_is_sampled_with_softmax_of_the_scores(tau_acc):
 
 def test_zero_temperature_accepts_the_best_scored_draft():
     texts, draft, target, reward = _softmax_case()
-    picks = {run_specs(draft, target, reward, n=3, seed=s, temperature=0).steps[1].text
-             for s in range(20)}
+    picks = {
+        run_specs(draft, target, reward, n=3, seed=s, temperature=0).steps[1].text
+        for s in range(20)
+    }
     assert picks == {texts[2]}
 
 
@@ -256,10 +297,13 @@ def test_missing_roles_are_configuration_errors():
 
 
 def test_the_last_step_runs_without_the_delimiter_and_an_unfinished_search_returns_its_path():
-    target = ScriptedModel("tgt", script={
-        "": [cand("P\n\n")],
-        "P\n\n": [cand("cut off", finish=LENGTH)],
-    })
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("P\n\n")],
+            "P\n\n": [cand("cut off", finish=LENGTH)],
+        },
+    )
     draft = ScriptedModel("drf")
     reward = ScriptedReward({"P": 0.5, "cut off": 0.4})
     result = run_specs(draft, target, reward, n=1, max_steps=2)

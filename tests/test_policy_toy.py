@@ -42,8 +42,9 @@ def roles() -> Roles:
     )
 
 
-def solve(registry: Registry, roles: Roles, name: str, question: str = QUESTIONS[0],
-          **options: object) -> SearchResult:
+def solve(
+    registry: Registry, roles: Roles, name: str, question: str = QUESTIONS[0], **options: object
+) -> SearchResult:
     spec = registry.policy(name)
     policy = spec.factory(validate_options(options, spec.options, "policy"), roles)
     result: SearchResult = policy.run(question)

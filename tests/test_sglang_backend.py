@@ -82,8 +82,9 @@ def test_builtin_smollm2_template_equals_the_gguf_jinja_template() -> None:
     import llama_cpp
 
     llm = llama_cpp.Llama(str(smollm2_path()), vocab_only=True, verbose=False)
-    jinja = build_renderer(llm.metadata["tokenizer.chat_template"], None, None,
-                           backend="sglang", extra="sglang")
+    jinja = build_renderer(
+        llm.metadata["tokenizer.chat_template"], None, None, backend="sglang", extra="sglang"
+    )
     builtin = build_renderer("smollm2", None, None, backend="sglang", extra="sglang")
     prompts = (Prompt("What is 2 + 3?"), Prompt("Q", partial="Step 1.\n\n", system="Be brief."))
     for prompt in prompts:
@@ -107,8 +108,7 @@ def test_a_step_stops_at_the_delimiter_which_is_kept(model: SGLangModel) -> None
     assert a.text.endswith((".", "\n\n"))
 
 
-def test_prefill_mode_scores_like_tokenize_mode(server: Server,
-                                                model: SGLangModel) -> None:
+def test_prefill_mode_scores_like_tokenize_mode(server: Server, model: SGLangModel) -> None:
     prefill = SGLangModel(SGLangOptions(url=server.url, scoring_tokenization="prefill"))
     try:
         prompts = [Prompt("What is 2 + 3?"), Prompt("What is 2 + 3?", partial="First, add.\n\n")]
@@ -190,8 +190,10 @@ def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_packages_import_without_httpx_or_sglang() -> None:
-    code = ("import sys, specs_sglang, specs_openai; "
-            "print(sorted(m for m in ('httpx', 'sglang', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, specs_sglang, specs_openai; "
+        "print(sorted(m for m in ('httpx', 'sglang', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -208,4 +210,3 @@ def _has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-

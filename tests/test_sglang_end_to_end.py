@@ -19,8 +19,16 @@ from servers.launch import ServerProcess, start_fake_sglang
 pytestmark = [pytest.mark.server, pytest.mark.llamacpp, pytest.mark.slow]
 
 QUESTION = "Tom has 7 apples and buys 8 more. How many apples does he have?"
-POLICY = {"name": "specs", "n": 2, "max_steps": 3, "max_step_tokens": 10, "temperature": 0.7,
-          "tau_acc": -5.0, "tau_sw": 0.0, "seed": 1}
+POLICY = {
+    "name": "specs",
+    "n": 2,
+    "max_steps": 3,
+    "max_step_tokens": 10,
+    "temperature": 0.7,
+    "tau_acc": -5.0,
+    "tau_sw": 0.0,
+    "seed": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
 def _config(draft: ServerProcess, target: ServerProcess, reward: dict[str, Any]) -> dict:
     return {
         "draft": {"backend": "sglang", "url": draft.url, "name": "draft", "timeout_s": 300},
-        "target": {"backend": "openai", "url": target.url, "name": "target", "timeout_s": 300,
-                   "tempered_logprobs": True},
+        "target": {
+            "backend": "openai",
+            "url": target.url,
+            "name": "target",
+            "timeout_s": 300,
+            "tempered_logprobs": True,
+        },
         "reward": reward,
         "policy": POLICY,
     }

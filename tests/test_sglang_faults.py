@@ -42,7 +42,10 @@ def clean(server: ServerProcess) -> Iterator[None]:
 
 def _model(url: str, **options: Any) -> SGLangModel:
     defaults: dict[str, Any] = {
-        "url": url, "max_retries": 3, "backoff_s": 0.05, "timeout_s": 60,
+        "url": url,
+        "max_retries": 3,
+        "backoff_s": 0.05,
+        "timeout_s": 60,
         "rescore_generation": "when_tempered",  # greedy here: one /generate per call
     }
     return SGLangModel(SGLangOptions(**{**defaults, **options}))
@@ -156,8 +159,14 @@ def test_a_server_killed_mid_search_fails_the_search(tmp_path: Path) -> None:
         "draft": {**remote, "name": "draft"},
         "target": {**remote, "name": "target"},
         "reward": {"name": "judge", "model": "target"},
-        "policy": {"name": "specs", "n": 2, "max_steps": 6, "max_step_tokens": 8,
-                   "temperature": 0.7, "tau_sw": 0.0},
+        "policy": {
+            "name": "specs",
+            "n": 2,
+            "max_steps": 6,
+            "max_step_tokens": 8,
+            "temperature": 0.7,
+            "tau_sw": 0.0,
+        },
     }
     steps: list[StepRecord] = []
 
@@ -167,8 +176,10 @@ def test_a_server_killed_mid_search_fails_the_search(tmp_path: Path) -> None:
 
     try:
         with Specs.from_config(config) as specs, pytest.raises(BackendError) as caught:
-            specs.solve("Tom has 7 apples and buys 8 more. How many apples does he have?",
-                        on_step=kill_after_first_step)
+            specs.solve(
+                "Tom has 7 apples and buys 8 more. How many apples does he have?",
+                on_step=kill_after_first_step,
+            )
         assert doomed.url in str(caught.value) and "3 attempt(s)" in str(caught.value)
         assert len(steps) == 1 and not doomed.alive()
     finally:

@@ -50,8 +50,9 @@ def test_the_prm_input_ends_with_the_step_tag(prm: SGLangRewardModel) -> None:
     )
 
 
-def test_score_sends_every_prefix_in_one_request(server: ServerProcess,
-                                                  prm: SGLangRewardModel) -> None:
+def test_score_sends_every_prefix_in_one_request(
+    server: ServerProcess, prm: SGLangRewardModel
+) -> None:
     server.reset()
     [rewards] = prm.score(QUESTION, [STEPS])
     assert len(rewards) == 3 and all(0.0 < r < 1.0 for r in rewards)

@@ -34,8 +34,7 @@ def clean(pair: tuple[ServerProcess, ...]) -> None:
 
 
 def _model(**options: Any) -> SGLangModel:
-    return SGLangModel(SGLangOptions(rescore_generation="when_tempered", backoff_s=0.05,
-                                     **options))
+    return SGLangModel(SGLangOptions(rescore_generation="when_tempered", backoff_s=0.05, **options))
 
 
 def test_requests_go_round_robin_over_replicas(pair: tuple[ServerProcess, ...]) -> None:
@@ -65,8 +64,9 @@ def test_a_dead_replica_is_skipped_by_the_retry(pair: tuple[ServerProcess, ...])
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_the_concurrency_limit_bounds_requests_in_flight(pair: tuple[ServerProcess, ...],
-                                                         limit: int) -> None:
+def test_the_concurrency_limit_bounds_requests_in_flight(
+    pair: tuple[ServerProcess, ...], limit: int
+) -> None:
     a, _ = pair
     model = _model(url=a.url, max_concurrency=limit)
     try:

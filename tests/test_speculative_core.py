@@ -165,8 +165,16 @@ def test_shared_tokenizer_check_names_the_fix() -> None:
 
 def test_accounting_counts_draft_tokens_and_hybrid_steps() -> None:
     acct = Accountant()
-    c = Completion("ab", (1, 2, 3), (-0.1,) * 3, FinishReason.STOP, prompt_tokens=5,
-                   draft_tokens_proposed=6, draft_tokens_accepted=3, draft_rounds=2)
+    c = Completion(
+        "ab",
+        (1, 2, 3),
+        (-0.1,) * 3,
+        FinishReason.STOP,
+        prompt_tokens=5,
+        draft_tokens_proposed=6,
+        draft_tokens_accepted=3,
+        draft_rounds=2,
+    )
     acct.add_generation("target", [[c, c]])
     acct.count_hybrid_step(proposed=40, accepted=25)
     acct.add_interval("target_generate", 1.0, 3.5)

@@ -245,8 +245,14 @@ def test_specs_hybrid_runs_on_llamacpp(one_thread: tuple[LlamaCppModel, LlamaCpp
     holds the same cells in the same order, which a search's history does not guarantee; the
     distribution is what is preserved (see test_speculative_toy.py)."""
     role = {"backend": "llamacpp", "model": "smollm2-135m", "n_threads": 1}
-    policy = {"n": 3, "max_steps": 4, "max_step_tokens": 48, "tau_acc": 9.5, "tau_sw": 0.0,
-              "temperature": 0.7}
+    policy = {
+        "n": 3,
+        "max_steps": 4,
+        "max_step_tokens": 48,
+        "tau_acc": 9.5,
+        "tau_sw": 0.0,
+        "temperature": 0.7,
+    }
     config = {
         "draft": {**role, "name": "smollm2-draft"},
         "target": role,

@@ -273,8 +273,13 @@ def test_yaml_config_turns_on_the_drafter_and_the_hybrid() -> None:
         "draft": {"backend": "toy", "variant": "draft", "mismatch": 0.3},
         "target": {"backend": "toy", "speculative": {"max_draft": 3, "min_match": 1}},
         "reward": {"name": "toy"},
-        "policy": {"name": "specs", "hybrid": True, "tau_acc": 9.5, "tau_sw": 0.0,
-                   "temperature": 0.5},
+        "policy": {
+            "name": "specs",
+            "hybrid": True,
+            "tau_acc": 9.5,
+            "tau_sw": 0.0,
+            "temperature": 0.5,
+        },
     }
     with Specs.from_config(config) as specs:
         result = specs.solve("What is 4 + 9?")
@@ -282,4 +287,3 @@ def test_yaml_config_turns_on_the_drafter_and_the_hybrid() -> None:
     assert data["speculative"]["toy-target"]["rounds"] > 0
     assert data["hybrid"]["steps"] == result.usage.hybrid_steps > 0
     assert data["extra"]["hybrid"] is True
-

@@ -31,6 +31,7 @@ def _one_thread() -> Iterator[None]:
     with one_torch_thread():
         yield
 
+
 QUESTION = "What is 12 * 4?"
 BUILDERS = {"llama": tiny_llama, "qwen2": tiny_qwen2}
 #: Seeds whose greedy text holds a space, which the partial-continuation check needs.

@@ -53,15 +53,18 @@ def smollm(gguf: Path, cache_dir: Path) -> TransformersModel:
     return model
 
 
-def test_second_load_reads_the_converted_copy(smollm: TransformersModel, gguf: Path,
-                                              cache_dir: Path) -> None:
+def test_second_load_reads_the_converted_copy(
+    smollm: TransformersModel, gguf: Path, cache_dir: Path
+) -> None:
     start = time.perf_counter()
     again = TransformersModel(TransformersOptions(gguf_file=str(gguf), cache_dir=str(cache_dir)))
     lm = again.loaded
     seconds = time.perf_counter() - start
     assert lm.from_cache and str(cache_dir) in lm.origin
-    print(f"\nfirst load (convert + save) {smollm.loaded.load_seconds:.1f} s, "
-          f"second load (converted copy) {seconds:.1f} s")
+    print(
+        f"\nfirst load (convert + save) {smollm.loaded.load_seconds:.1f} s, "
+        f"second load (converted copy) {seconds:.1f} s"
+    )
     params = SamplingParams(temperature=0.0, max_tokens=12)
     [[want]] = smollm.generate([Prompt(QUESTION)], params)
     [[got]] = again.generate([Prompt(QUESTION)], params)
@@ -107,8 +110,9 @@ def llamacpp(gguf: Path) -> Any:
     model.close()
 
 
-def test_scores_agree_with_llamacpp_on_the_same_text(smollm: TransformersModel,
-                                                     llamacpp: Any) -> None:
+def test_scores_agree_with_llamacpp_on_the_same_text(
+    smollm: TransformersModel, llamacpp: Any
+) -> None:
     prompt = Prompt(QUESTION)
     assert smollm.render(prompt) == llamacpp.render(prompt)
     [[text]] = llamacpp.generate([prompt], SamplingParams(temperature=0.0, max_tokens=64))
@@ -118,7 +122,9 @@ def test_scores_agree_with_llamacpp_on_the_same_text(smollm: TransformersModel,
     assert len(ours.token_ids) >= 48
     per_token = max(abs(a - b) for a, b in zip(ours.logprobs, theirs.logprobs, strict=True))
     total = abs(ours.sum - theirs.sum)
-    print(f"\nparity over {len(ours.token_ids)} tokens: sum {ours.sum:.3f} (transformers) vs "
-          f"{theirs.sum:.3f} (llama.cpp), |diff| {total:.3f} nats, max per token {per_token:.3f}")
+    print(
+        f"\nparity over {len(ours.token_ids)} tokens: sum {ours.sum:.3f} (transformers) vs "
+        f"{theirs.sum:.3f} (llama.cpp), |diff| {total:.3f} nats, max per token {per_token:.3f}"
+    )
     assert total <= PARITY_SUM_NATS
     assert per_token <= PARITY_TOKEN_NATS

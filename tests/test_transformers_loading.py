@@ -35,6 +35,7 @@ def _one_thread() -> Iterator[None]:
     with one_torch_thread():
         yield
 
+
 QUESTION = "What is 12 * 4?"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 
@@ -58,8 +59,9 @@ def test_a_saved_directory_loads_and_matches_the_in_memory_model(saved: Path) ->
     [[got]] = model.generate([Prompt(QUESTION)], GREEDY)
     lm = model.loaded
     assert lm.device.type == "cpu" and lm.model.dtype == torch.float32
-    reference = TransformersModel.from_objects(tiny_llama(tiny_tokenizer(True), seed=10),
-                                               lm.tokenizer)
+    reference = TransformersModel.from_objects(
+        tiny_llama(tiny_tokenizer(True), seed=10), lm.tokenizer
+    )
     [[want]] = reference.generate([Prompt(QUESTION)], GREEDY)
     assert got.token_ids == want.token_ids and got.text == want.text
     model.close()
@@ -86,8 +88,9 @@ def test_missing_directory_and_file_paths_are_clear(tmp_path: Path) -> None:
 
 
 def test_hub_repository_offline_names_the_download_command() -> None:
-    options = TransformersOptions(model="HuggingFaceTB/SmolLM2-135M-Instruct", revision="main",
-                                  local_files_only=True)
+    options = TransformersOptions(
+        model="HuggingFaceTB/SmolLM2-135M-Instruct", revision="main", local_files_only=True
+    )
     with pytest.raises(ModelNotFoundError) as caught:
         _load(TransformersModel(options))
     message = str(caught.value)
@@ -99,10 +102,13 @@ def test_hub_repository_offline_names_the_download_command() -> None:
 def test_gguf_sources_that_cannot_be_found_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=re.escape("has no GGUF file 'm.gguf'")):
         _load(TransformersModel(TransformersOptions(model=str(tmp_path), gguf_file="m.gguf")))
-    options = TransformersOptions(model="owner/repo-GGUF", gguf_file="m.Q4_K_M.gguf",
-                                  local_files_only=True)
-    with pytest.raises(ModelNotFoundError,
-                       match=re.escape("huggingface-cli download owner/repo-GGUF m.Q4_K_M.gguf")):
+    options = TransformersOptions(
+        model="owner/repo-GGUF", gguf_file="m.Q4_K_M.gguf", local_files_only=True
+    )
+    with pytest.raises(
+        ModelNotFoundError,
+        match=re.escape("huggingface-cli download owner/repo-GGUF m.Q4_K_M.gguf"),
+    ):
         _load(TransformersModel(options))
 
 
@@ -132,8 +138,9 @@ def test_options_reject_unknown_keys_bad_devices_and_no_source() -> None:
         validate_options({"model": "x", "device": "gpu"}, TransformersOptions, "model")
     with pytest.raises(ConfigError, match="no model given"):
         validate_options({}, TransformersOptions, "model")
-    ok = validate_options({"gguf_file": "smollm2-135m", "device": "cuda:1"}, TransformersOptions,
-                          "model")
+    ok = validate_options(
+        {"gguf_file": "smollm2-135m", "device": "cuda:1"}, TransformersOptions, "model"
+    )
     assert isinstance(ok, TransformersOptions)
 
 
@@ -151,8 +158,10 @@ def test_backend_is_registered_and_built_from_a_config(saved: Path) -> None:
     registry = build_registry(entry_points=False)
     spec = registry.backend("transformers")
     assert spec.extra == "transformers" and spec.unavailable_reason() is None
-    config = {"target": {"backend": "transformers", "model": str(saved), "name": "tiny"},
-              "policy": {"name": "greedy"}}
+    config = {
+        "target": {"backend": "transformers", "model": str(saved), "name": "tiny"},
+        "policy": {"name": "greedy"},
+    }
     with Specs.from_config(config, registry=registry) as specs:
         model: Any = specs.model("target")
         assert isinstance(model, TransformersModel)

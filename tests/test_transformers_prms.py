@@ -47,6 +47,7 @@ def _one_thread() -> Iterator[None]:
     with one_torch_thread():
         yield
 
+
 QUESTION = "What is 2 + 3?"
 STEPS = ["First, add 2 and 3.", "So 2 + 3 = 5.", "Therefore, the final answer is $\\boxed{5}$."]
 SOLUTIONS = [STEPS, STEPS[:1], ["We multiply: 2 * 3 = 6.", "", "The answer is 6."]]
@@ -193,8 +194,9 @@ def _save(model: Any, tok: Any, path: Path) -> Path:
     return path
 
 
-def test_classification_loads_a_token_classifier_directory(tmp_path: Path, tok: Any,
-                                                           classification: Any) -> None:
+def test_classification_loads_a_token_classifier_directory(
+    tmp_path: Path, tok: Any, classification: Any
+) -> None:
     path = _save(classification._model, tok, tmp_path / "cls")
     loaded = ClassificationPRM(ClassificationPRMOptions(model=str(path), device="cpu"))
     # AutoTokenizer picks the tokenizer class of the saved config (Qwen2 splits digits), so the
@@ -300,8 +302,14 @@ def test_token_prm_loads_a_causal_lm_directory(tmp_path: Path, tok: Any, shepher
         (ClassificationPRM, ClassificationPRMOptions(local_files_only=True)),
         (ValuePRM, ValuePRMOptions(local_files_only=True)),
         (TokenPRM, TokenPRMOptions(local_files_only=True)),
-        (TokenPRM, TokenPRMOptions(model="RLHFlow/Llama3.1-8B-PRM-Deepseek-Data",
-                                   style="chat-turns", local_files_only=True)),
+        (
+            TokenPRM,
+            TokenPRMOptions(
+                model="RLHFlow/Llama3.1-8B-PRM-Deepseek-Data",
+                style="chat-turns",
+                local_files_only=True,
+            ),
+        ),
     ],
 )
 def test_hub_checkpoints_fail_clearly_offline(cls: Any, options: Any) -> None:
@@ -309,8 +317,9 @@ def test_hub_checkpoints_fail_clearly_offline(cls: Any, options: Any) -> None:
         cls(options).score(QUESTION, [STEPS])
 
 
-def test_registered_reward_models_build_from_a_config(tmp_path: Path, tok: Any,
-                                                      shepherd: Any) -> None:
+def test_registered_reward_models_build_from_a_config(
+    tmp_path: Path, tok: Any, shepherd: Any
+) -> None:
     from specs_core import Specs
 
     path = _save(shepherd._model, tok, tmp_path / "prm")

@@ -53,7 +53,9 @@ def test_specs_runs_with_a_transformers_draft_and_a_llamacpp_target(tmp_path: Pa
     assert tokens[target].prompt > 0
     for phase in ("draft_generate", "target_score", "reward"):
         assert result.usage.latency_s[phase] > 0
-    drafted = [c for s in result.steps if s.drafted for c in s.candidates
-               if c.source is StepSource.DRAFT]
-    assert drafted and all(c.draft_logprob is not None and c.target_logprob is not None
-                           for c in drafted)
+    drafted = [
+        c for s in result.steps if s.drafted for c in s.candidates if c.source is StepSource.DRAFT
+    ]
+    assert drafted and all(
+        c.draft_logprob is not None and c.target_logprob is not None for c in drafted
+    )

@@ -75,9 +75,7 @@ class Generator(Protocol):
         """What this model supports."""
         ...
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """Continue each prompt ``params.n`` times.
 
         Returns:

@@ -75,9 +75,12 @@ class Faults:
     def stats(self) -> Json:
         with self.lock:
             return {
-                "requests": dict(self.requests), "total": sum(self.requests.values()),
-                "failed": self.failed, "malformed": self.malformed,
-                "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+                "requests": dict(self.requests),
+                "total": sum(self.requests.values()),
+                "failed": self.failed,
+                "malformed": self.malformed,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
             }
 
 
@@ -131,8 +134,14 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
     @app.post("/admin/faults")
     def set_faults(body: Json) -> Json:
         with faults.lock:
-            for key in ("delay_s", "fail_next", "fail_status", "malformed_next",
-                        "malformed_kind", "die_next"):
+            for key in (
+                "delay_s",
+                "fail_next",
+                "fail_status",
+                "malformed_next",
+                "malformed_kind",
+                "die_next",
+            ):
                 if key in body:
                     setattr(faults, key, body[key])
         return {"ok": True}
@@ -186,22 +195,28 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
     def top_entries(tops: list[list[tuple[float, int]]], text: bool) -> list:
         return [[[v, t, engine.piece(t, []) if text else None] for v, t in row] for row in tops]
 
-    def run_one(ids: list[int], sp: Json, want_logprob: bool, start: int, top_n: int,
-                text_in_lp: bool) -> list[Json]:
+    def run_one(
+        ids: list[int], sp: Json, want_logprob: bool, start: int, top_n: int, text_in_lp: bool
+    ) -> list[Json]:
         n = int(sp.get("n") or 1)
         max_new = int(sp.get("max_new_tokens", 128))
         seed = sp.get("sampling_seed")
-        seeds = [None if seed is None else (int(seed) if n == 1 else int(seed) * 1000 + j)
-                 for j in range(n)]
+        seeds = [
+            None if seed is None else (int(seed) if n == 1 else int(seed) * 1000 + j)
+            for j in range(n)
+        ]
         stop = sp.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         t0 = time.perf_counter()
         input_meta: Json = {}
         if want_logprob and start >= 0:
             values, tops, cached = engine.input_logprobs(ids, min(start, len(ids) - 1), top_n)
-            span = ids[min(start, len(ids) - 1):]
-            input_meta = {"input_token_logprobs": entries(values, span, ids[: len(ids) - len(span)],
-                                                          text_in_lp)}
+            span = ids[min(start, len(ids) - 1) :]
+            input_meta = {
+                "input_token_logprobs": entries(
+                    values, span, ids[: len(ids) - len(span)], text_in_lp
+                )
+            }
             if top_n:
                 input_meta["input_top_logprobs"] = top_entries(tops, text_in_lp)
         if max_new == 0:
@@ -210,14 +225,22 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
             gens = [None] * n
         else:
             gens, cached = engine.generate(
-                ids, max_new_tokens=max_new, temperature=float(sp.get("temperature", 1.0)),
-                top_p=float(sp.get("top_p", 1.0)), top_k=int(sp.get("top_k", -1)), stop=stop,
-                seeds=seeds, keep_stop=bool(sp.get("no_stop_trim", False)), top_logprobs=top_n,
+                ids,
+                max_new_tokens=max_new,
+                temperature=float(sp.get("temperature", 1.0)),
+                top_p=float(sp.get("top_p", 1.0)),
+                top_k=int(sp.get("top_k", -1)),
+                stop=stop,
+                seeds=seeds,
+                keep_stop=bool(sp.get("no_stop_trim", False)),
+                top_logprobs=top_n,
             )
         outs = []
         for g in gens:
             meta: Json = {
-                "id": uuid.uuid4().hex, "prompt_tokens": len(ids), "cached_tokens": cached,
+                "id": uuid.uuid4().hex,
+                "prompt_tokens": len(ids),
+                "cached_tokens": cached,
                 "completion_tokens": 0 if g is None else len(g.token_ids),
                 "finish_reason": {"type": "length", "length": 0} if g is None else g.finish,
                 "e2e_latency": time.perf_counter() - t0,
@@ -275,9 +298,16 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
                 logp, cached = engine.next_token_logprobs(ids)
                 top = max(logp[yes], logp[no])
                 p_yes, p_no = (math.exp(float(v - top)) for v in (logp[yes], logp[no]))
-                outs.append({"embedding": [p_yes / (p_yes + p_no)],
-                             "meta_info": {"id": uuid.uuid4().hex, "prompt_tokens": len(ids),
-                                           "cached_tokens": cached}})
+                outs.append(
+                    {
+                        "embedding": [p_yes / (p_yes + p_no)],
+                        "meta_info": {
+                            "id": uuid.uuid4().hex,
+                            "prompt_tokens": len(ids),
+                            "cached_tokens": cached,
+                        },
+                    }
+                )
         return outs if isinstance(text, list) else outs[0]
 
     @app.post("/v1/completions")
@@ -316,8 +346,12 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
             if max_tokens > 0:
                 seeds = [None if seed is None else int(seed) * 1000 + j for j in range(n)]
                 gens, cached = engine.generate(
-                    ids, max_new_tokens=max_tokens, temperature=float(body.get("temperature", 1.0)),
-                    top_p=float(body.get("top_p", 1.0)), stop=stop, seeds=seeds,
+                    ids,
+                    max_new_tokens=max_tokens,
+                    temperature=float(body.get("temperature", 1.0)),
+                    top_p=float(body.get("top_p", 1.0)),
+                    stop=stop,
+                    seeds=seeds,
                     keep_stop=bool(body.get("no_stop_trim", False)),
                 )
             else:
@@ -329,7 +363,7 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
                 g = gens[j] if gens else None
                 gen_ids = [] if g is None else [t for t in g.token_ids if not engine.is_eog(t)]
                 gen_lp = [] if g is None else g.logprobs[: len(gen_ids)]
-                text = ("" if g is None else g.text)
+                text = "" if g is None else g.text
                 all_ids = (ids if echo else []) + gen_ids
                 all_lp = (echo_lp if echo else []) + gen_lp
                 pieces = [engine.piece(t, all_ids[:i]) for i, t in enumerate(all_ids)]
@@ -341,19 +375,28 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
                 if logprobs is not None:
                     lp_obj = {
                         "tokens": [f"token_id:{t}" for t in all_ids] if as_ids else pieces,
-                        "token_logprobs": all_lp, "text_offset": offsets,
+                        "token_logprobs": all_lp,
+                        "text_offset": offsets,
                         "top_logprobs": [None] * len(all_ids),
                     }
                 finish = "length" if g is None or g.finish.get("type") == "length" else "stop"
                 matched = None if g is None else g.finish.get("matched")
-                choices.append({
-                    "index": p_index * n + j, "text": (prompt_text if echo else "") + text,
-                    "logprobs": lp_obj, "finish_reason": finish, "matched_stop": matched,
-                })
+                choices.append(
+                    {
+                        "index": p_index * n + j,
+                        "text": (prompt_text if echo else "") + text,
+                        "logprobs": lp_obj,
+                        "finish_reason": finish,
+                        "matched_stop": matched,
+                    }
+                )
                 usage["completion_tokens"] += len(gen_ids)
     return {
-        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-        "model": served_path, "choices": choices,
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": served_path,
+        "choices": choices,
         "usage": {
             "prompt_tokens": usage["prompt_tokens"],
             "completion_tokens": usage["completion_tokens"],
@@ -371,8 +414,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--served-model-path", default=None, help="model_path to report")
-    parser.add_argument("--original-logprob", action="store_true",
-                        help="report untempered generation log-probabilities")
+    parser.add_argument(
+        "--original-logprob",
+        action="store_true",
+        help="report untempered generation log-probabilities",
+    )
     parser.add_argument("--no-tokenize", action="store_true", help="serve no tokenize endpoint")
     args = parser.parse_args(argv)
     engine = LlamaInference(args.model, n_ctx=args.n_ctx, original_logprobs=args.original_logprob)

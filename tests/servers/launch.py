@@ -91,8 +91,11 @@ class ServerProcess:
 
 def _server_env() -> dict[str, str]:
     # llama.cpp's OpenMP threads spin while waiting, which stalls them on shared cores.
-    return {**os.environ, "PYTHONUNBUFFERED": "1",
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
 
 
 def _read_port(process: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -134,7 +137,9 @@ def start_fake_sglang(log_dir: Path, *args: str, model: Path | None = None) -> S
     with open(log_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, str(FAKE_SERVER), "--model", str(model), "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=err, env=_server_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=_server_env(),
         )
     port = _read_port(process, timeout=120)
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
@@ -160,8 +165,20 @@ def start_llama_cpp_server(log_dir: Path, *args: str, model: Path | None = None)
     port = free_port()
     log_path = log_dir / f"llama-cpp-server-{port}.log"
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-        "--port", str(port), "--n_threads", "2", "--n_threads_batch", "2", *args,
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        "2",
+        "--n_threads_batch",
+        "2",
+        *args,
     ]
     with open(log_path, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_server_env())

@@ -53,8 +53,13 @@ class LlamaInference:
 
     def __init__(self, model_path: str, n_ctx: int = 2048, original_logprobs: bool = False) -> None:
         self.llm = llama_cpp.Llama(
-            model_path=model_path, n_ctx=n_ctx, n_batch=512, n_threads=2, n_threads_batch=2,
-            logits_all=False, verbose=False,
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_threads=2,
+            n_threads_batch=2,
+            logits_all=False,
+            verbose=False,
         )
         self.model_path = model_path
         self.n_ctx = n_ctx
@@ -109,8 +114,9 @@ class LlamaInference:
                 raise RuntimeError(f"llama_decode returned {code}")
             for i, pos in flagged:
                 ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, i)
-                view = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
-                                             shape=(self.n_vocab,))
+                view = np.ctypeslib.as_array(
+                    ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
+                )
                 rows[pos] = view.copy()
         self._cached.extend(tokens)
         return rows
@@ -145,8 +151,9 @@ class LlamaInference:
     # -- sampling -----------------------------------------------------------------------------
 
     @staticmethod
-    def _choose(logits: np.ndarray, temperature: float, top_p: float, top_k: int,
-                rng: np.random.Generator) -> int:
+    def _choose(
+        logits: np.ndarray, temperature: float, top_p: float, top_k: int, rng: np.random.Generator
+    ) -> int:
         if temperature < 1e-6 or top_k == 1:
             return int(np.argmax(logits))
         scaled = log_softmax(logits / temperature)
@@ -160,9 +167,17 @@ class LlamaInference:
         return int(rng.choice(order, p=probs / probs.sum()))
 
     def generate(
-        self, prompt: list[int], *, max_new_tokens: int, temperature: float = 1.0,
-        top_p: float = 1.0, top_k: int = -1, stop: list[str] | None = None,
-        seeds: list[int | None], keep_stop: bool = True, top_logprobs: int = 0,
+        self,
+        prompt: list[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        stop: list[str] | None = None,
+        seeds: list[int | None],
+        keep_stop: bool = True,
+        top_logprobs: int = 0,
     ) -> tuple[list[Generated], int]:
         """Sample ``len(seeds)`` continuations of ``prompt`` (the prompt is evaluated once).
 

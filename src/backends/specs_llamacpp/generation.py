@@ -58,9 +58,7 @@ class _Sample:
         if params.stop:
             longest = max(len(s) for s in params.stop)
             start = max(0, before - longest + 1)
-            ends = [
-                found + len(s) for s in params.stop if (found := self.text.find(s, start)) >= 0
-            ]
+            ends = [found + len(s) for s in params.stop if (found := self.text.find(s, start)) >= 0]
             if ends:
                 self.text = self.text[: min(ends)]
                 self.finish = FinishReason.STOP

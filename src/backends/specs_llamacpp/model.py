@@ -119,8 +119,14 @@ def _acquire(key: LoadOptions, verbose: bool) -> SharedModel:
             path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn = key
             log.info("loading %s (n_ctx=%d, n_seq_max=%d)", path, n_ctx, n_seq_max)
             runtime = LlamaRuntime(
-                Path(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                n_ubatch=n_ubatch, n_seq_max=n_seq_max, flash_attn=flash_attn, verbose=verbose,
+                Path(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_batch=n_batch,
+                n_ubatch=n_ubatch,
+                n_seq_max=n_seq_max,
+                flash_attn=flash_attn,
+                verbose=verbose,
             )
             shared = _loaded[key] = SharedModel(key, runtime)
         shared.refs += 1
@@ -186,8 +192,13 @@ class LlamaCppModel:
                 path = resolve_model_path(self.options.source)
                 opts = self.options
                 key: LoadOptions = (
-                    str(path), opts.n_ctx, opts.n_threads or os.cpu_count() or 1, opts.n_batch,
-                    opts.n_ubatch, opts.n_seq_max, opts.flash_attn,
+                    str(path),
+                    opts.n_ctx,
+                    opts.n_threads or os.cpu_count() or 1,
+                    opts.n_batch,
+                    opts.n_ubatch,
+                    opts.n_seq_max,
+                    opts.flash_attn,
                 )
                 self._shared = _acquire(key, opts.verbose)
             return self._shared
@@ -211,8 +222,10 @@ class LlamaCppModel:
                         "one as the chat_template option"
                     )
                 self._template = ChatTemplate(
-                    source, bos_token=runtime.special_text("bos"),
-                    eos_token=runtime.special_text("eos"), origin=origin,
+                    source,
+                    bos_token=runtime.special_text("bos"),
+                    eos_token=runtime.special_text("eos"),
+                    origin=origin,
                 )
             return self._template
 
@@ -260,7 +273,11 @@ class LlamaCppModel:
                     ngrams = self._ngrams
                     return [
                         generate_speculative(
-                            rt, tokens, params, seed, i,
+                            rt,
+                            tokens,
+                            params,
+                            seed,
+                            i,
                             ngrams.session(prompt.question, tokens, params.n),
                         )
                         for i, (prompt, tokens) in enumerate(zip(prompts, tokenized, strict=True))

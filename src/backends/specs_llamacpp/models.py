@@ -215,8 +215,12 @@ def _marker_matches(model: EmbeddedModel, path: Path) -> bool:
 
 def _write_marker(model: EmbeddedModel, path: Path) -> None:
     stat = path.stat()
-    record = {"path": str(path), "sha256": model.sha256, "size": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns}
+    record = {
+        "path": str(path),
+        "sha256": model.sha256,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
     marker = _marker_path(model)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(f".{os.getpid()}.tmp")
@@ -261,8 +265,13 @@ def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[i
         TransferSpeedColumn,
     )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

@@ -261,14 +261,14 @@ def verify_proposals(
     logits0, reused = _evaluate_prompt(rt, prompt)
     rngs = sequence_rngs(seed, 0, params.n)
     rt.fork(params.n)
-    lanes = [
-        _Lane(_Sample(seq=j, rng=rngs[j]), index=j, start=logits0) for j in range(params.n)
-    ]
+    lanes = [_Lane(_Sample(seq=j, rng=rngs[j]), index=j, start=logits0) for j in range(params.n)]
     group = _Group(rt, size, params, session, lanes)
     _pass(group, lanes, given=proposals)
     scores = [
         TokenLogprobs(
-            token_ids=tuple(p), logprobs=tuple(lane.scores or ()), prompt_tokens=size,
+            token_ids=tuple(p),
+            logprobs=tuple(lane.scores or ()),
+            prompt_tokens=size,
             cached_tokens=reused,
         )
         for p, lane in zip(proposals, lanes, strict=True)
@@ -284,6 +284,9 @@ def verify_proposals(
     rt.fork(1)
     # the continuations evaluated no prompt token: the verification pass did
     return Verification(
-        scores, accepted, _completions(lanes, size, size), (began, scored),
+        scores,
+        accepted,
+        _completions(lanes, size, size),
+        (began, scored),
         (scored, time.perf_counter()),
     )

@@ -144,8 +144,12 @@ class OpenAIModel:
         if seeded is None:
             seeded = self._profile.seeded if self._profile is not None else True
         return Capabilities(
-            batched_generation=True, prefix_cache=False, generation_logprobs=True,
-            scoring=scoring, seeded=seeded, concurrent=True,
+            batched_generation=True,
+            prefix_cache=False,
+            generation_logprobs=True,
+            scoring=scoring,
+            seeded=seeded,
+            concurrent=True,
         )
 
     # -- connection -------------------------------------------------------------------------
@@ -162,15 +166,27 @@ class OpenAIModel:
                 cards = field(transport.request("GET", "/v1/models"), "data", list, where)
                 if not cards:
                     raise ProtocolError(f"{where}: the server lists no model")
-                card = next((c for c in cards if isinstance(c, Mapping)
-                             and c.get("id") == self.options.model), cards[0])
+                card = next(
+                    (
+                        c
+                        for c in cards
+                        if isinstance(c, Mapping) and c.get("id") == self.options.model
+                    ),
+                    cards[0],
+                )
                 model = self.options.model or str(field(card, "id", str, where))
                 owner = card.get("owned_by") if isinstance(card, Mapping) else None
-                profile = (profile_for_owner(owner) if self.options.server == "auto"
-                           else PROFILES[self.options.server])
+                profile = (
+                    profile_for_owner(owner)
+                    if self.options.server == "auto"
+                    else PROFILES[self.options.server]
+                )
                 self._renderer = build_renderer(
-                    self.options.chat_template, self.options.tokenizer, model,
-                    backend="openai", extra="openai",
+                    self.options.chat_template,
+                    self.options.tokenizer,
+                    model,
+                    backend="openai",
+                    extra="openai",
                 )
                 self._model, self._profile = model, profile
                 log.info("%s: model %r, server profile %r", transport.where, model, profile.name)
@@ -186,9 +202,7 @@ class OpenAIModel:
 
     # -- generation -------------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """Continue each prompt ``params.n`` times."""
         if not prompts:
             return []
@@ -200,8 +214,11 @@ class OpenAIModel:
         prompt_ids = self._tokenize(transport, profile, texts, special=True) if as_ids else None
         per_request = params.n if native_n else 1
         repeats = 1 if native_n else params.n
-        groups = (list(chunks(list(range(len(texts))), self.options.max_batch)) if batch
-                  else [[i] for i in range(len(texts))])
+        groups = (
+            list(chunks(list(range(len(texts))), self.options.max_batch))
+            if batch
+            else [[i] for i in range(len(texts))]
+        )
         jobs = [(list(g), r) for g in groups for r in range(repeats)]
         results: list[list[Completion | None]] = [[None] * params.n for _ in texts]
         counted: dict[int, tuple[int, int]] = {}  # prompt index -> (prompt tokens, cached)
@@ -210,8 +227,11 @@ class OpenAIModel:
             group, rep = job
             seed = None if params.seed is None else params.seed + rep
             body = self._body(params, per_request, seed, profile)
-            sent: list[Any] = ([list(prompt_ids[i]) for i in group] if prompt_ids is not None
-                               else [texts[i] for i in group])
+            sent: list[Any] = (
+                [list(prompt_ids[i]) for i in group]
+                if prompt_ids is not None
+                else [texts[i] for i in group]
+            )
             body["prompt"] = sent if batch else sent[0]
             choices, usage = self._choices(transport, body, len(group) * per_request)
             if prompt_ids is not None:
@@ -226,13 +246,22 @@ class OpenAIModel:
         transport.map(run, jobs)
         missing = [i for i in range(len(texts)) if i not in counted]
         if missing and profile.tokenize_path is not None:
-            for i, ids in zip(missing, self._tokenize(
-                    transport, profile, [texts[i] for i in missing], special=True), strict=True):
+            for i, ids in zip(
+                missing,
+                self._tokenize(transport, profile, [texts[i] for i in missing], special=True),
+                strict=True,
+            ):
                 counted[i] = (len(ids), 0)
         done = [
-            [dataclasses.replace(c, prompt_tokens=counted.get(i, (0, 0))[0],
-                                 cached_tokens=counted.get(i, (0, 0))[1])
-             for c in row if c is not None]
+            [
+                dataclasses.replace(
+                    c,
+                    prompt_tokens=counted.get(i, (0, 0))[0],
+                    cached_tokens=counted.get(i, (0, 0))[1],
+                )
+                for c in row
+                if c is not None
+            ]
             for i, row in enumerate(results)
         ]
         if self._needs_ids(profile):
@@ -384,30 +413,34 @@ class OpenAIModel:
         pairs = [(p, c) for p, row in zip(prompts, rows, strict=True) for c in row]
         scored = iter(self.logprobs([p for p, _ in pairs], [c.text for _, c in pairs]))
         return [
-            [dataclasses.replace(c, token_ids=(s := next(scored)).token_ids, logprobs=s.logprobs)
-             for c in row]
+            [
+                dataclasses.replace(c, token_ids=(s := next(scored)).token_ids, logprobs=s.logprobs)
+                for c in row
+            ]
             for row in rows
         ]
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def _check_echo(self, transport: Transport, render: ChatRenderer,
-                    profile: ServerProfile) -> None:
+    def _check_echo(
+        self, transport: Transport, render: ChatRenderer, profile: ServerProfile
+    ) -> None:
         mode = self.options.echo_logprobs or profile.echo_logprobs
         if mode == "trusted":
             return
         if mode == "detect" and self._echo_verdict is None:
             self._echo_verdict = self._detect_echo(transport, render, profile)
         if mode == "broken" or self._echo_verdict != "trusted":
-            why = ("declared broken" if mode == "broken" else self._echo_verdict)
+            why = "declared broken" if mode == "broken" else self._echo_verdict
             raise CapabilityError(
                 f"{transport.where} ({profile.name}) cannot score text: its echo log-probabilities "
                 f"are {why}; score with another backend (llamacpp, sglang) or set "
                 "echo_logprobs: trusted once the server is fixed"
             )
 
-    def _detect_echo(self, transport: Transport, render: ChatRenderer,
-                     profile: ServerProfile) -> str:
+    def _detect_echo(
+        self, transport: Transport, render: ChatRenderer, profile: ServerProfile
+    ) -> str:
         prompt = render(Prompt(PROBE_QUESTION))
         body = self._body(SamplingParams(temperature=0.0, max_tokens=8), 1, 0, profile)
         body.pop("seed", None)
@@ -423,8 +456,12 @@ class OpenAIModel:
             return f"misaligned ({len(echoed.logprobs)} echo tokens for {len(gen.logprobs)})"
         gaps = [abs(a - b) for a, b in zip(echoed.logprobs, gen.logprobs, strict=True)]
         mean = sum(gaps) / len(gaps)
-        log.info("%s: echo vs generation logprob gap: mean %.4f, max %.4f", transport.where,
-                 mean, max(gaps))
+        log.info(
+            "%s: echo vs generation logprob gap: mean %.4f, max %.4f",
+            transport.where,
+            mean,
+            max(gaps),
+        )
         if mean <= DETECT_TOLERANCE:
             return "trusted"
         return f"wrong (off by {mean:.3f} nats per token on average, up to {max(gaps):.3f})"
@@ -451,8 +488,9 @@ class OpenAIModel:
                 f"{e.body[:160]}); this server cannot score text"
             ) from e
 
-    def _score(self, transport: Transport, profile: ServerProfile,
-               items: list[tuple[str, str]]) -> list[TokenLogprobs]:
+    def _score(
+        self, transport: Transport, profile: ServerProfile, items: list[tuple[str, str]]
+    ) -> list[TokenLogprobs]:
         """Echo-score continuations, as token ids where the server takes them, else as text."""
         if self._setting(self.options.token_prompts, profile.token_prompts):
             prefixes = self._tokenize(transport, profile, [p for p, _ in items], special=True)
@@ -461,16 +499,22 @@ class OpenAIModel:
         scored = self._echo(transport, profile, items)
         if self._needs_ids(profile):
             ids = self._tokenize(transport, profile, [c for _, c in items], special=False)
-            scored = [dataclasses.replace(s, token_ids=i) if len(i) == len(s.logprobs) else s
-                      for s, i in zip(scored, ids, strict=True)]
+            scored = [
+                dataclasses.replace(s, token_ids=i) if len(i) == len(s.logprobs) else s
+                for s, i in zip(scored, ids, strict=True)
+            ]
         return scored
 
-    def _echo(self, transport: Transport, profile: ServerProfile,
-              items: Sequence[tuple[Any, Any]]) -> list[TokenLogprobs]:
+    def _echo(
+        self, transport: Transport, profile: ServerProfile, items: Sequence[tuple[Any, Any]]
+    ) -> list[TokenLogprobs]:
         """One echo request per group: items are (prefix, continuation) as text or token ids."""
         batch = self._setting(self.options.batch_prompts, profile.batch_prompts)
-        groups = ([list(g) for g in chunks(list(range(len(items))), self.options.max_batch)]
-                  if batch else [[i] for i in range(len(items))])
+        groups = (
+            [list(g) for g in chunks(list(range(len(items))), self.options.max_batch)]
+            if batch
+            else [[i] for i in range(len(items))]
+        )
         results: list[TokenLogprobs | None] = [None] * len(items)
         where = f"{transport.where} echo"
 
@@ -479,9 +523,14 @@ class OpenAIModel:
             for i in group:
                 prefix, cont = items[i]
                 full.append(prefix + cont if isinstance(prefix, str) else [*prefix, *cont])
-            body = {"model": self._model, "echo": True, "logprobs": 1, "temperature": 0.0,
-                    "max_tokens": profile.echo_max_tokens,
-                    "prompt": full if batch else full[0]}
+            body = {
+                "model": self._model,
+                "echo": True,
+                "logprobs": 1,
+                "temperature": 0.0,
+                "max_tokens": profile.echo_max_tokens,
+                "prompt": full if batch else full[0],
+            }
             choices, _ = self._choices(transport, body, len(group))
             for i, choice in zip(group, choices, strict=True):
                 prefix, cont = items[i]
@@ -505,8 +554,9 @@ class OpenAIModel:
             picked.append(float(v))
         return tuple(picked)
 
-    def _select_ids(self, choice: object, prefix: tuple[int, ...], cont: tuple[int, ...],
-                    where: str) -> TokenLogprobs:
+    def _select_ids(
+        self, choice: object, prefix: tuple[int, ...], cont: tuple[int, ...], where: str
+    ) -> TokenLogprobs:
         lp = field(choice, "logprobs", dict, where)
         values = field(lp, "token_logprobs", list, f"{where} logprobs")
         if len(values) < len(prefix) + len(cont):
@@ -528,8 +578,11 @@ class OpenAIModel:
                 offsets.append(at)
                 at += len(str(t))
         start, end = len(prefix), len(prefix) + len(cont)
-        chosen = [i for i, (o, t) in enumerate(zip(offsets, tokens, strict=True))
-                  if o < end and o + len(str(t)) > start and o >= 0]
+        chosen = [
+            i
+            for i, (o, t) in enumerate(zip(offsets, tokens, strict=True))
+            if o < end and o + len(str(t)) > start and o >= 0
+        ]
         ids = self._token_ids([tokens[i] for i in chosen], where) or ()
         before = chosen[0] if chosen else sum(1 for o in offsets if o < start)
         return TokenLogprobs(ids, self._values(values, chosen, where), prompt_tokens=before)

@@ -207,8 +207,11 @@ class SGLangModel:
                         f"{transport.where} serves {model_path!r}, not {wanted!r}: fix url or model"
                     )
                 self._renderer = build_renderer(
-                    self.options.chat_template, self.options.tokenizer, model_path,
-                    backend="sglang", extra="sglang",
+                    self.options.chat_template,
+                    self.options.tokenizer,
+                    model_path,
+                    backend="sglang",
+                    extra="sglang",
                 )
                 self._model_path = model_path
             return transport, self._renderer
@@ -219,9 +222,7 @@ class SGLangModel:
 
     # -- generation -------------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """Continue each prompt ``params.n`` times (one ``/generate`` request per chunk)."""
         if not prompts:
             return []
@@ -354,8 +355,9 @@ class SGLangModel:
                 transport.request("POST", path, {"prompt": ["a"], "add_special_tokens": False})
             except HttpStatusError as e:  # absent (404/405) or of another shape: not usable
                 if e.status not in (404, 405):
-                    log.warning("%s %s is not usable (%s); trying the next", transport.where,
-                                path, e)
+                    log.warning(
+                        "%s %s is not usable (%s); trying the next", transport.where, path, e
+                    )
                 continue
             found = path
             break
@@ -406,8 +408,10 @@ class SGLangModel:
 
         def run(batch: Sequence[str]) -> list[tuple[int, ...]]:
             payload = {
-                "text": list(batch), "sampling_params": {"max_new_tokens": 0},
-                "return_logprob": True, "logprob_start_len": 0,
+                "text": list(batch),
+                "sampling_params": {"max_new_tokens": 0},
+                "return_logprob": True,
+                "logprob_start_len": 0,
             }
             answer = transport.request("POST", "/generate", payload)
             rows = []
@@ -424,7 +428,7 @@ class SGLangModel:
         table = dict(zip(unique, (ids for rows in done for ids in rows), strict=True))
         table[""] = ()
         cut = self._special_prefix if not special and self._special_prefix else ()
-        return [table[t][len(cut):] if table[t][: len(cut)] == cut else table[t] for t in texts]
+        return [table[t][len(cut) :] if table[t][: len(cut)] == cut else table[t] for t in texts]
 
     def _score_ids(
         self, transport: Transport, items: list[tuple[tuple[int, ...], tuple[int, ...]]]

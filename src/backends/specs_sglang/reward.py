@@ -81,8 +81,11 @@ class SGLangRewardModel:
                 self._transport = HttpPool(self.options, backend="sglang-prm", extra="sglang")
             if self._renderer is None:
                 self._renderer = build_renderer(
-                    self.options.chat_template, self.options.tokenizer, None,
-                    backend="sglang-prm", extra="sglang",
+                    self.options.chat_template,
+                    self.options.tokenizer,
+                    None,
+                    backend="sglang-prm",
+                    extra="sglang",
                 )
             return self._transport, self._renderer
 

@@ -41,9 +41,7 @@ def _chatml(default_system: str | None) -> Callable[[Messages], str]:
     def render(messages: Messages) -> str:
         if default_system is not None and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": default_system}, *messages]
-        body = "".join(
-            f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages
-        )
+        body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return body + "<|im_start|>assistant\n"
 
     return render

@@ -226,8 +226,9 @@ class HttpPool:
                 if status != 429 and status < 500:
                     raise HttpStatusError(url, status, body)
                 last_error = f"HTTP {status}: {body[:200]}"
-            log.warning("%s %s attempt %d/%d failed: %s", method, url, attempt + 1, attempts,
-                        last_error)
+            log.warning(
+                "%s %s attempt %d/%d failed: %s", method, url, attempt + 1, attempts, last_error
+            )
             if attempt + 1 < attempts:
                 self._wait(attempt)
         raise BackendError(

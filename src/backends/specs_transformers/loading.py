@@ -102,9 +102,7 @@ def describe_source(source: ModelSource) -> str:
     return f"hub repository {source.location!r}{rev}"
 
 
-def load_pretrained(
-    loader: Callable[..., T], source: ModelSource, what: str, **kwargs: Any
-) -> T:
+def load_pretrained(loader: Callable[..., T], source: ModelSource, what: str, **kwargs: Any) -> T:
     """Call ``loader.from_pretrained``-style ``loader(location, **kwargs)`` with clear errors.
 
     Raises:
@@ -143,9 +141,7 @@ def resolve_gguf_path(gguf_file: str) -> Path:
         from specs_llamacpp.models import resolve_model_path
 
         return resolve_model_path(gguf_file)
-    raise ModelNotFoundError(
-        f"GGUF file {gguf_file!r} does not exist; pass an existing .gguf path"
-    )
+    raise ModelNotFoundError(f"GGUF file {gguf_file!r} does not exist; pass an existing .gguf path")
 
 
 def gguf_cache_key(path: Path, dtype: str) -> str:
@@ -206,8 +202,12 @@ def _local_gguf(options: TransformersOptions) -> Path:
         from huggingface_hub import hf_hub_download
 
         return Path(
-            hf_hub_download(source.location, name, revision=source.revision,
-                            local_files_only=options.local_files_only)
+            hf_hub_download(
+                source.location,
+                name,
+                revision=source.revision,
+                local_files_only=options.local_files_only,
+            )
         )
     except Exception as e:  # offline, missing file, bad revision: all reported the same way
         raise ModelNotFoundError(
@@ -227,17 +227,20 @@ def _gguf_load(options: TransformersOptions, dtype: torch.dtype) -> tuple[Any, A
         if (target / "config.json").is_file():
             log.info("loading converted %s from %s", path.name, target)
             cached = ModelSource(str(target), local=True)
-            model = load_pretrained(tf.AutoModelForCausalLM.from_pretrained, cached, "model",
-                                    dtype=dtype)
+            model = load_pretrained(
+                tf.AutoModelForCausalLM.from_pretrained, cached, "model", dtype=dtype
+            )
             tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, cached, "tokenizer")
             return model, tokenizer, f"{path.name} (converted copy in {target})", True
     _require_gguf_packages()
     location = ModelSource(str(path.parent), local=True)
     log.info("converting %s with transformers (dequantizing; slow the first time)", path.name)
-    tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, location, "tokenizer",
-                                gguf_file=path.name)
-    model = load_pretrained(tf.AutoModelForCausalLM.from_pretrained, location, "model",
-                            dtype=dtype, gguf_file=path.name)
+    tokenizer = load_pretrained(
+        tf.AutoTokenizer.from_pretrained, location, "tokenizer", gguf_file=path.name
+    )
+    model = load_pretrained(
+        tf.AutoModelForCausalLM.from_pretrained, location, "model", dtype=dtype, gguf_file=path.name
+    )
     if target is not None:
         _save_converted(model, tokenizer, target, path)
     return model, tokenizer, path.name, False
@@ -303,19 +306,28 @@ def load_causal_lm(options: TransformersOptions) -> LoadedModel:
             "trust_remote_code": options.trust_remote_code,
             "local_files_only": options.local_files_only,
         }
-        model = load_pretrained(tf.AutoModelForCausalLM.from_pretrained, source, "model",
-                                dtype=dtype, **common)
+        model = load_pretrained(
+            tf.AutoModelForCausalLM.from_pretrained, source, "model", dtype=dtype, **common
+        )
         tokenizer = None
         origin = describe_source(source)
     if options.tokenizer:
         tok_source = resolve_source(options.tokenizer, options.revision)
-        tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, tok_source, "tokenizer",
-                                    trust_remote_code=options.trust_remote_code,
-                                    local_files_only=options.local_files_only)
+        tokenizer = load_pretrained(
+            tf.AutoTokenizer.from_pretrained,
+            tok_source,
+            "tokenizer",
+            trust_remote_code=options.trust_remote_code,
+            local_files_only=options.local_files_only,
+        )
     elif tokenizer is None:
-        tokenizer = load_pretrained(tf.AutoTokenizer.from_pretrained, source, "tokenizer",
-                                    trust_remote_code=options.trust_remote_code,
-                                    local_files_only=options.local_files_only)
+        tokenizer = load_pretrained(
+            tf.AutoTokenizer.from_pretrained,
+            source,
+            "tokenizer",
+            trust_remote_code=options.trust_remote_code,
+            local_files_only=options.local_files_only,
+        )
     model = model.to(device).eval()
     seconds = time.perf_counter() - start
     log.info("loaded %s on %s in %.1f s", origin, device, seconds)

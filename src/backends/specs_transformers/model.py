@@ -410,16 +410,27 @@ class TransformersModel:
             for i in range(len(rows))
         ]
         counts = speculative_loop(
-            self.loaded.model, cache, mask, logits, positions,
-            temperature=params.temperature, top_p=params.top_p, generators=generators, emit=emit,
-            rooms=lambda r: rows[r].budget - len(rows[r].ids), drafters=drafters,
+            self.loaded.model,
+            cache,
+            mask,
+            logits,
+            positions,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            generators=generators,
+            emit=emit,
+            rooms=lambda r: rows[r].budget - len(rows[r].ids),
+            drafters=drafters,
             pad_id=int(getattr(self.loaded.tokenizer, "pad_token_id", None) or 0),
         )
         for row, count in zip(rows, counts, strict=True):
             row.drafted = (count.proposed, count.accepted, count.rounds)
 
     def _results(
-        self, prompts: list[Prompt], prompt_ids: list[list[int]], rows: list[_Row],
+        self,
+        prompts: list[Prompt],
+        prompt_ids: list[list[int]],
+        rows: list[_Row],
         cached: list[int],
     ) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in prompts]
@@ -518,8 +529,9 @@ class TransformersModel:
             members = [i for i in range(len(prompts)) if which[i] == e and cont_ids[i]]
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
-                for i, row in zip(chunk, self._score_chunk(entry, [cont_ids[i] for i in chunk]),
-                                  strict=True):
+                for i, row in zip(
+                    chunk, self._score_chunk(entry, [cont_ids[i] for i in chunk]), strict=True
+                ):
                     scores[i] = row
         return [
             TokenLogprobs(

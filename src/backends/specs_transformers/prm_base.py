@@ -103,7 +103,9 @@ class TrainedPRM(Generic[OptionsT]):
                 log.info("loading %s from %s", self.kind, describe_source(source))
                 model = self._load_model(source, dtype)
                 tokenizer = load_pretrained(
-                    tf.AutoTokenizer.from_pretrained, source, "tokenizer",
+                    tf.AutoTokenizer.from_pretrained,
+                    source,
+                    "tokenizer",
                     trust_remote_code=self.options.trust_remote_code,
                     local_files_only=self.options.local_files_only,
                 )
@@ -121,8 +123,9 @@ class TrainedPRM(Generic[OptionsT]):
         """The input ids of one solution and the position of each step's reward."""
         raise NotImplementedError
 
-    def _rewards(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
-                 positions: list[tuple[int, ...]]) -> list[list[float]]:
+    def _rewards(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: list[tuple[int, ...]]
+    ) -> list[list[float]]:
         """Run one padded batch and read the reward at each position of each row."""
         raise NotImplementedError
 
@@ -151,8 +154,7 @@ class TrainedPRM(Generic[OptionsT]):
         torch = engine().torch
         with self._lock, torch.inference_mode():
             model, _ = self._ensure_loaded()
-            encoded = [self.encode(question, list(steps)) if steps else None
-                       for steps in solutions]
+            encoded = [self.encode(question, list(steps)) if steps else None for steps in solutions]
             limit = self._max_length(model)
             for enc in encoded:
                 if enc is not None and limit is not None and len(enc.ids) > limit:
@@ -161,12 +163,12 @@ class TrainedPRM(Generic[OptionsT]):
                         f"{self.kind} {self._name!r}: use fewer or shorter steps or set max_length"
                     )
             results: list[list[float]] = [[] for _ in solutions]
-            todo = sorted((i for i, e in enumerate(encoded) if e is not None),
-                          key=lambda i: len(encoded[i].ids))  # type: ignore[union-attr]
+            present = {i: e for i, e in enumerate(encoded) if e is not None}
+            todo = sorted(present, key=lambda i: len(present[i].ids))
             size = self.options.batch_size
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
-                rows = [e for e in (encoded[i] for i in batch) if e is not None]
+                rows = [present[i] for i in batch]
                 for i, rewards in zip(batch, self._run_batch(model, rows), strict=True):
                     results[i] = rewards
             for steps, rewards in zip(solutions, results, strict=True):
@@ -181,8 +183,9 @@ class TrainedPRM(Generic[OptionsT]):
     def _run_batch(self, model: Any, present: list[EncodedSolution]) -> list[list[float]]:
         torch = engine().torch
         longest = max(len(r.ids) for r in present)
-        ids = torch.full((len(present), longest), self._pad_id(), dtype=torch.long,
-                         device=self._device)
+        ids = torch.full(
+            (len(present), longest), self._pad_id(), dtype=torch.long, device=self._device
+        )
         mask = torch.zeros((len(present), longest), dtype=torch.long, device=self._device)
         for i, row in enumerate(present):
             ids[i, : len(row.ids)] = torch.tensor(row.ids, device=self._device)

@@ -45,8 +45,11 @@ def _encode(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
 def _config(source: ModelSource, options: Any) -> Any:
     tf = engine().transformers
     return load_pretrained(
-        tf.AutoConfig.from_pretrained, source, "config",
-        trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only,
+        tf.AutoConfig.from_pretrained,
+        source,
+        "config",
+        trust_remote_code=options.trust_remote_code,
+        local_files_only=options.local_files_only,
     )
 
 
@@ -66,11 +69,15 @@ class ClassificationPRM(TrainedPRM[ClassificationPRMOptions]):
     kind = "classification PRM"
 
     @classmethod
-    def from_objects(cls, model: Any, tokenizer: Any, *, name: str = "in-memory",
-                     **settings: Any) -> ClassificationPRM:
+    def from_objects(
+        cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any
+    ) -> ClassificationPRM:
         """Wrap a built model whose output logits are ``[batch, tokens, classes]``."""
-        return cls(ClassificationPRMOptions(model=name, name=name, **settings),
-                   model=model, tokenizer=tokenizer)
+        return cls(
+            ClassificationPRMOptions(model=name, name=name, **settings),
+            model=model,
+            tokenizer=tokenizer,
+        )
 
     def _prepare(self) -> None:
         sep = self.options.step_separator
@@ -93,11 +100,13 @@ class ClassificationPRM(TrainedPRM[ClassificationPRMOptions]):
                     f"{describe_source(source)} ships its own modeling code "
                     f"({auto_map['AutoModel']}); set trust_remote_code: true to load it"
                 )
-            return load_pretrained(tf.AutoModel.from_pretrained, source, "model",
-                                   trust_remote_code=True, **common)
+            return load_pretrained(
+                tf.AutoModel.from_pretrained, source, "model", trust_remote_code=True, **common
+            )
         if any(a.endswith("ForTokenClassification") for a in _architectures(config)):
-            return load_pretrained(tf.AutoModelForTokenClassification.from_pretrained, source,
-                                   "model", **common)
+            return load_pretrained(
+                tf.AutoModelForTokenClassification.from_pretrained, source, "model", **common
+            )
         raise ConfigError(
             f"{describe_source(source)} has no token classification head (architectures "
             f"{_architectures(config)}); use a Qwen2.5-Math-PRM style checkpoint"
@@ -118,8 +127,9 @@ class ClassificationPRM(TrainedPRM[ClassificationPRMOptions]):
         positions = tuple(i for i, t in enumerate(ids) if t == self._sep_id)
         return EncodedSolution(tuple(ids), positions)
 
-    def _rewards(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
-                 positions: list[tuple[int, ...]]) -> list[list[float]]:
+    def _rewards(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: list[tuple[int, ...]]
+    ) -> list[list[float]]:
         torch = engine().torch
         logits = model_output_logits(model(input_ids=ids, attention_mask=mask))
         label = self.options.positive_label
@@ -193,11 +203,13 @@ class ValuePRM(TrainedPRM[ValuePRMOptions]):
     kind = "value PRM"
 
     @classmethod
-    def from_objects(cls, model: Any, tokenizer: Any, *, name: str = "in-memory",
-                     **settings: Any) -> ValuePRM:
+    def from_objects(
+        cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any
+    ) -> ValuePRM:
         """Wrap a built model returning values ``[batch, tokens]`` or ``[batch, tokens, 1]``."""
-        return cls(ValuePRMOptions(model=name, name=name, **settings),
-                   model=model, tokenizer=tokenizer)
+        return cls(
+            ValuePRMOptions(model=name, name=name, **settings), model=model, tokenizer=tokenizer
+        )
 
     def _prepare(self) -> None:
         ids = _encode(self._tokenizer, self.options.step_token)
@@ -211,8 +223,11 @@ class ValuePRM(TrainedPRM[ValuePRMOptions]):
         try:
             from huggingface_hub import snapshot_download
 
-            path = snapshot_download(source.location, revision=source.revision,
-                                     local_files_only=self.options.local_files_only)
+            path = snapshot_download(
+                source.location,
+                revision=source.revision,
+                local_files_only=self.options.local_files_only,
+            )
         except Exception as e:
             raise ModelNotFoundError(
                 f"cannot fetch {describe_source(source)}: {e}. Without internet access, "
@@ -228,8 +243,9 @@ class ValuePRM(TrainedPRM[ValuePRMOptions]):
         config = _config(source, self.options)
         common = {"dtype": dtype, "trust_remote_code": self.options.trust_remote_code}
         if any(a.endswith("ForTokenClassification") for a in _architectures(config)):
-            return load_pretrained(tf.AutoModelForTokenClassification.from_pretrained, source,
-                                   "model", **common)
+            return load_pretrained(
+                tf.AutoModelForTokenClassification.from_pretrained, source, "model", **common
+            )
         tensors = _read_value_head(Path(source.location))
         if "summary.weight" not in tensors:
             raise ConfigError(
@@ -257,8 +273,9 @@ class ValuePRM(TrainedPRM[ValuePRMOptions]):
             positions.append(len(ids) - 1)
         return EncodedSolution(tuple(ids), tuple(positions))
 
-    def _rewards(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
-                 positions: list[tuple[int, ...]]) -> list[list[float]]:
+    def _rewards(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: list[tuple[int, ...]]
+    ) -> list[list[float]]:
         torch = engine().torch
         out = model(input_ids=ids, attention_mask=mask)
         values = out if isinstance(out, torch.Tensor) else model_output_logits(out)
@@ -289,11 +306,13 @@ class TokenPRM(TrainedPRM[TokenPRMOptions]):
     kind = "token PRM"
 
     @classmethod
-    def from_objects(cls, model: Any, tokenizer: Any, *, name: str = "in-memory",
-                     **settings: Any) -> TokenPRM:
+    def from_objects(
+        cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any
+    ) -> TokenPRM:
         """Wrap a built causal LM."""
-        return cls(TokenPRMOptions(model=name, name=name, **settings),
-                   model=model, tokenizer=tokenizer)
+        return cls(
+            TokenPRMOptions(model=name, name=name, **settings), model=model, tokenizer=tokenizer
+        )
 
     def _prepare(self) -> None:
         o, tok = self.options, self._tokenizer
@@ -321,7 +340,10 @@ class TokenPRM(TrainedPRM[TokenPRMOptions]):
     def _load_model(self, source: ModelSource, dtype: torch.dtype) -> Any:
         tf = engine().transformers
         return load_pretrained(
-            tf.AutoModelForCausalLM.from_pretrained, source, "model", dtype=dtype,
+            tf.AutoModelForCausalLM.from_pretrained,
+            source,
+            "model",
+            dtype=dtype,
             trust_remote_code=self.options.trust_remote_code,
             local_files_only=self.options.local_files_only,
         )
@@ -333,8 +355,7 @@ class TokenPRM(TrainedPRM[TokenPRMOptions]):
             return self._encode_plain(tokenizer, question, steps)
         return self._encode_chat(tokenizer, question, steps)
 
-    def _encode_plain(self, tokenizer: Any, question: str,
-                      steps: Sequence[str]) -> EncodedSolution:
+    def _encode_plain(self, tokenizer: Any, question: str, steps: Sequence[str]) -> EncodedSolution:
         o = self.options
         tag = o.step_tag
         before, after = o.step_template.split("{tag}", 1)
@@ -352,16 +373,16 @@ class TokenPRM(TrainedPRM[TokenPRMOptions]):
         positions = tuple(offsets_to_token(offsets, end) for end in tag_ends)
         return EncodedSolution(tuple(enc["input_ids"]), positions)
 
-    def _encode_chat(self, tokenizer: Any, question: str,
-                     steps: Sequence[str]) -> EncodedSolution:
+    def _encode_chat(self, tokenizer: Any, question: str, steps: Sequence[str]) -> EncodedSolution:
         o = self.options
         conversation: list[dict[str, str]] = []
         starts = []
         for k, step in enumerate(steps):
             content = f"{question}{o.question_joiner}{step}" if k == 0 else step
             conversation.append({"role": "user", "content": content})
-            head = tokenizer.apply_chat_template(conversation, tokenize=False,
-                                                 add_generation_prompt=True)
+            head = tokenizer.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=True
+            )
             starts.append(len(str(head)))
             conversation.append({"role": "assistant", "content": o.good_token})
         text = str(tokenizer.apply_chat_template(conversation, tokenize=False))
@@ -376,15 +397,14 @@ class TokenPRM(TrainedPRM[TokenPRMOptions]):
         positions = tuple(offsets_to_token(offsets, start) - 1 for start in starts)
         return EncodedSolution(tuple(enc["input_ids"]), positions)
 
-    def _rewards(self, model: Any, ids: torch.Tensor, mask: torch.Tensor,
-                 positions: list[tuple[int, ...]]) -> list[list[float]]:
+    def _rewards(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: list[tuple[int, ...]]
+    ) -> list[list[float]]:
         torch = engine().torch
         wanted = sorted({p for row in positions for p in row})
         column = {p: j for j, p in enumerate(wanted)}
         keep = torch.tensor(wanted, device=ids.device)
-        logits = model_output_logits(model(input_ids=ids, attention_mask=mask,
-                                           logits_to_keep=keep))
+        logits = model_output_logits(model(input_ids=ids, attention_mask=mask, logits_to_keep=keep))
         pair = logits[:, :, [self._good, self._bad]].float()
         probs = torch.softmax(pair, dim=-1)[:, :, 0]
         return [[float(probs[i, column[p]]) for p in row] for i, row in enumerate(positions)]
-

@@ -85,7 +85,9 @@ def speculative_loop(
 
     def draw(r: int, row_logits: Any) -> tuple[int, float]:
         token, logprob = choose_tokens(
-            row_logits.unsqueeze(0), temperature=temperature, top_p=top_p,
+            row_logits.unsqueeze(0),
+            temperature=temperature,
+            top_p=top_p,
             generator=generators[r],
         )
         return int(token[0]), float(logprob[0])

@@ -380,7 +380,11 @@ class SearchContext:
         self.steps.append(record)
         log.debug(
             "%s step %d (beam %d): %s by %s, reward %s",
-            self.policy, record.index, record.beam, record.decision, record.source.value,
+            self.policy,
+            record.index,
+            record.beam,
+            record.decision,
+            record.source.value,
             record.reward,
         )
         if self._on_step is not None:

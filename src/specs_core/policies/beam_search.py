@@ -119,12 +119,20 @@ class BeamSearchPolicy:
                 siblings = [j for j, (parent, _) in enumerate(flat) if parent == b]
                 ctx.commit(
                     StepRecord(
-                        index=i, source=source, text=c.text, reward=rewards[k], drafted=False,
-                        accepted=None, decision="beam", beam=slot,
+                        index=i,
+                        source=source,
+                        text=c.text,
+                        reward=rewards[k],
+                        drafted=False,
+                        accepted=None,
+                        decision="beam",
+                        beam=slot,
                         candidates=tuple(
                             CandidateRecord(
-                                text=flat[j][1].text, source=source,
-                                finished=is_finished(flat[j][1]), reward=rewards[j],
+                                text=flat[j][1].text,
+                                source=source,
+                                finished=is_finished(flat[j][1]),
+                                reward=rewards[j],
                                 accepted=j in kept,
                             )
                             for j in siblings

@@ -56,14 +56,38 @@ class _Baseline:
 
 
 _BASELINES = (
-    _Baseline("beam_search", BeamSearchPolicy, BeamSearchOptions, DraftBeamSearchOptions, True,
-              "step-level beam search ranked by the reward model (m=1: the paper's baseline)"),
-    _Baseline("best_of_n", BestOfNPolicy, BestOfNOptions, DraftBestOfNOptions, True,
-              "n whole solutions ranked by aggregated step rewards (or weighted majority)"),
-    _Baseline("majority", MajorityPolicy, MajorityOptions, DraftMajorityOptions, False,
-              "n whole solutions, majority vote of their answers; no reward model"),
-    _Baseline("greedy", GreedyPolicy, GreedyOptions, DraftGreedyOptions, False,
-              "one greedy solution; no reward model"),
+    _Baseline(
+        "beam_search",
+        BeamSearchPolicy,
+        BeamSearchOptions,
+        DraftBeamSearchOptions,
+        True,
+        "step-level beam search ranked by the reward model (m=1: the paper's baseline)",
+    ),
+    _Baseline(
+        "best_of_n",
+        BestOfNPolicy,
+        BestOfNOptions,
+        DraftBestOfNOptions,
+        True,
+        "n whole solutions ranked by aggregated step rewards (or weighted majority)",
+    ),
+    _Baseline(
+        "majority",
+        MajorityPolicy,
+        MajorityOptions,
+        DraftMajorityOptions,
+        False,
+        "n whole solutions, majority vote of their answers; no reward model",
+    ),
+    _Baseline(
+        "greedy",
+        GreedyPolicy,
+        GreedyOptions,
+        DraftGreedyOptions,
+        False,
+        "one greedy solution; no reward model",
+    ),
 )
 
 

@@ -75,8 +75,11 @@ class RsdPolicy:
             best = argmax(rewards)
             draft_records = tuple(
                 CandidateRecord(
-                    text=c.text, source=StepSource.DRAFT, finished=is_finished(c),
-                    reward=r, accepted=r >= o.delta,
+                    text=c.text,
+                    source=StepSource.DRAFT,
+                    finished=is_finished(c),
+                    reward=r,
+                    accepted=r >= o.delta,
                 )
                 for c, r in zip(drafts, rewards, strict=True)
             )
@@ -84,8 +87,13 @@ class RsdPolicy:
                 accepted += 1
                 chosen = drafts[best]
                 record = StepRecord(
-                    index=i, source=StepSource.DRAFT, text=chosen.text, reward=rewards[best],
-                    drafted=True, accepted=True, decision="draft_accepted",
+                    index=i,
+                    source=StepSource.DRAFT,
+                    text=chosen.text,
+                    reward=rewards[best],
+                    drafted=True,
+                    accepted=True,
+                    decision="draft_accepted",
                     candidates=draft_records,
                 )
             else:
@@ -101,15 +109,22 @@ class RsdPolicy:
                     target_rewards, pick = [None], 0
                 chosen = targets[pick]
                 record = StepRecord(
-                    index=i, source=StepSource.TARGET, text=chosen.text,
-                    reward=target_rewards[pick], drafted=True, accepted=False,
+                    index=i,
+                    source=StepSource.TARGET,
+                    text=chosen.text,
+                    reward=target_rewards[pick],
+                    drafted=True,
+                    accepted=False,
                     decision="draft_rejected",
                     candidates=(
                         *draft_records,
                         *(
                             CandidateRecord(
-                                text=c.text, source=StepSource.TARGET, finished=is_finished(c),
-                                reward=r, accepted=j == pick,
+                                text=c.text,
+                                source=StepSource.TARGET,
+                                finished=is_finished(c),
+                                reward=r,
+                                accepted=j == pick,
                             )
                             for j, (c, r) in enumerate(zip(targets, target_rewards, strict=True))
                         ),

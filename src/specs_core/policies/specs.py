@@ -165,7 +165,11 @@ class SpecsPolicy:
     # -- the two modes ----------------------------------------------------------------------
 
     def _verify(
-        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, texts: list[str],
+        self,
+        ctx: SearchContext,
+        prompt: Prompt,
+        path: SolutionPath,
+        texts: list[str],
         score_draft: bool,
     ) -> tuple[list[TokenLogprobs], list[float], list[TokenLogprobs] | None]:
         """Target log-probs, rewards (and draft log-probs) of the drafts, run concurrently."""
@@ -196,8 +200,13 @@ class SpecsPolicy:
         return [(lt - ld) + beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
 
     def _draft_step(
-        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
-        pool: CompletedPool, score_draft: bool,
+        self,
+        ctx: SearchContext,
+        prompt: Prompt,
+        path: SolutionPath,
+        step: int,
+        pool: CompletedPool,
+        score_draft: bool,
     ) -> _DraftOutcome:
         o = self.options
         completions = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", step, o.n))[0]
@@ -212,8 +221,11 @@ class SpecsPolicy:
                 return not any(x > o.tau_acc for x in self._soft_scores(scored, l_d, rewards))
 
             verification = ctx.verify(
-                "target", prompt, [c.token_ids for c in completions],
-                ctx.step_params(o, "target", step, o.n), none_survives,
+                "target",
+                prompt,
+                [c.token_ids for c in completions],
+                ctx.step_params(o, "target", step, o.n),
+                none_survives,
             )
             target_lp = verification.scores
         else:
@@ -234,16 +246,23 @@ class SpecsPolicy:
                 pool.add(path.extend(c.text, rewards[j], finished=True))
             records.append(
                 CandidateRecord(
-                    text=c.text, source=StepSource.DRAFT, finished=finished,
-                    draft_logprob=l_d[j], target_logprob=l_t[j], reward=rewards[j],
-                    score=scores[j], accepted=passed,
+                    text=c.text,
+                    source=StepSource.DRAFT,
+                    finished=finished,
+                    draft_logprob=l_d[j],
+                    target_logprob=l_t[j],
+                    reward=rewards[j],
+                    score=scores[j],
+                    accepted=passed,
                 )
             )
         log.debug("step %d drafts: scores %s, survivors %s", step, scores, survivors)
         return _DraftOutcome(records, chosen, rewards, completions, verification)
 
     def _draft_measures(
-        self, ctx: SearchContext, completions: Sequence[Completion],
+        self,
+        ctx: SearchContext,
+        completions: Sequence[Completion],
         draft_lp: Sequence[TokenLogprobs] | None,
     ) -> list[float]:
         """``l_d`` of each draft: from its generation, or from scoring when it has none."""
@@ -252,8 +271,13 @@ class SpecsPolicy:
         return [self._draft_logprob(ctx, c) for c in completions]
 
     def _target_step(
-        self, ctx: SearchContext, prompt: Prompt, path: SolutionPath, step: int,
-        pool: CompletedPool, hybrid: Verification | None = None,
+        self,
+        ctx: SearchContext,
+        prompt: Prompt,
+        path: SolutionPath,
+        step: int,
+        pool: CompletedPool,
+        hybrid: Verification | None = None,
     ) -> tuple[list[CandidateRecord], int, list[float], list[Completion], bool]:
         """The target's step; ``hybrid`` holds the candidates continued from rejected drafts."""
         o = self.options
@@ -276,8 +300,12 @@ class SpecsPolicy:
             own = self._measure(c.logprobs) if len(c.logprobs) == len(c.token_ids) else None
             records.append(
                 CandidateRecord(
-                    text=c.text, source=StepSource.TARGET, finished=finished,
-                    target_logprob=own, reward=rewards[j], accepted=j == best,
+                    text=c.text,
+                    source=StepSource.TARGET,
+                    finished=finished,
+                    target_logprob=own,
+                    reward=rewards[j],
+                    accepted=j == best,
                     draft_prefix_tokens=hybrid.accepted[j] if hybrid is not None else None,
                 )
             )
@@ -326,9 +354,14 @@ class SpecsPolicy:
                     c = outcome.completions[outcome.chosen]
                     finished = is_finished(c)
                     record = StepRecord(
-                        index=i, source=StepSource.DRAFT, text=c.text,
-                        reward=outcome.rewards[outcome.chosen], drafted=True, accepted=True,
-                        decision="draft_accepted", candidates=tuple(drafts),
+                        index=i,
+                        source=StepSource.DRAFT,
+                        text=c.text,
+                        reward=outcome.rewards[outcome.chosen],
+                        drafted=True,
+                        accepted=True,
+                        decision="draft_accepted",
+                        candidates=tuple(drafts),
                     )
                     accepted += 1
                 else:
@@ -341,14 +374,19 @@ class SpecsPolicy:
                 switches += use_draft
                 finished = is_finished(completions[best])
                 record = StepRecord(
-                    index=i, source=StepSource.TARGET, text=completions[best].text,
-                    reward=rewards[best], drafted=bool(drafts),
+                    index=i,
+                    source=StepSource.TARGET,
+                    text=completions[best].text,
+                    reward=rewards[best],
+                    drafted=bool(drafts),
                     accepted=False if drafts else None,
                     decision=(
                         ("draft_rejected_hybrid" if hybrid is not None else "draft_rejected")
-                        if drafts else "target"
+                        if drafts
+                        else "target"
                     ),
-                    switched_to_draft=use_draft, candidates=(*drafts, *records),
+                    switched_to_draft=use_draft,
+                    candidates=(*drafts, *records),
                 )
             path = path.extend(record.text, record.reward, finished)
             ctx.commit(record)
@@ -363,7 +401,9 @@ class SpecsPolicy:
             rejected_draft_steps=rejected,
             switches=switches,
             extra={
-                "completed": len(pool), "drafting": drafting, "log_ratio": o.log_ratio,
+                "completed": len(pool),
+                "drafting": drafting,
+                "log_ratio": o.log_ratio,
                 "hybrid": o.hybrid,
             },
         )

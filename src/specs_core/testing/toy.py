@@ -443,8 +443,13 @@ class ToyLanguageModel:
                 proposed, accepted, rounds = proposed + len(draft), accepted + got, rounds + 1
                 session.record(index, len(draft), got)
         completion = Completion(
-            text, tuple(tokens), tuple(logprobs), finish,
-            draft_tokens_proposed=proposed, draft_tokens_accepted=accepted, draft_rounds=rounds,
+            text,
+            tuple(tokens),
+            tuple(logprobs),
+            finish,
+            draft_tokens_proposed=proposed,
+            draft_tokens_accepted=accepted,
+            draft_rounds=rounds,
         )
         return completion, taken
 
@@ -499,7 +504,12 @@ class ToyLanguageModel:
         taken: list[int] = []
         for index in range(params.n):
             c, got = self._sample(
-                prompt, context, params, self._rng(params, context, index), session, index,
+                prompt,
+                context,
+                params,
+                self._rng(params, context, index),
+                session,
+                index,
                 None if proposals is None else proposals[index],
             )
             group.append(replace(c, prompt_tokens=len(context), cached_tokens=cached))
@@ -534,9 +544,7 @@ class ToyLanguageModel:
                 for token in proposal:
                     values.append(self._logprob(self._dist(q, state), token))
                     state = state.advance(token)
-                scores.append(
-                    TokenLogprobs(tuple(proposal), tuple(values), len(context), cached)
-                )
+                scores.append(TokenLogprobs(tuple(proposal), tuple(values), len(context), cached))
                 if self._ngrams is not None:
                     self._ngrams.index_text(prompt.question, context, proposal)
             # the continuations evaluate no prompt token: the verification did
