@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from specs_core.errors import CapabilityError
+from specs_core.errors import CapabilityError, InvalidInputError
 from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "LanguageModel",
     "RewardModel",
     "Scorer",
+    "check_pairs",
     "require",
 ]
 
@@ -58,6 +59,16 @@ def require(capabilities: Capabilities, needed: Sequence[str], *, who: str, why:
         raise CapabilityError(
             f"{who} lacks {', '.join(missing)}, which {why} needs: choose a backend that "
             "supports it or another policy"
+        )
+
+
+def check_pairs(prompts: Sequence[Prompt], continuations: Sequence[str]) -> None:
+    """Raise :class:`InvalidInputError` unless :meth:`Scorer.logprobs` got one continuation per
+    prompt."""
+    if len(prompts) != len(continuations):
+        raise InvalidInputError(
+            f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
+            "continuation per prompt"
         )
 
 

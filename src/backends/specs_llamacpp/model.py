@@ -30,7 +30,7 @@ from specs_core.errors import (
     InvalidInputError,
     SpecsError,
 )
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, check_pairs
 from specs_core.speculative import ContinueIf, NgramTables, Verification
 from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
 
@@ -307,11 +307,7 @@ class LlamaCppModel:
         shared = self._load()
         from specs_llamacpp.generation import score_continuations
 
-        if len(prompts) != len(continuations):
-            raise InvalidInputError(
-                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
-                "continuation per prompt"
-            )
+        check_pairs(prompts, continuations)
         groups: dict[str, list[int]] = {}
         prefixes = [self.render(p) for p in prompts]
         for i, prefix in enumerate(prefixes):

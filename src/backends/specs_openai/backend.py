@@ -39,7 +39,7 @@ from specs_core.errors import (
     InvalidInputError,
     ProtocolError,
 )
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, check_pairs
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 from specs_openai.profiles import PROFILES, EchoLogprobs, ServerProfile, profile_for_owner
@@ -470,11 +470,7 @@ class OpenAIModel:
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
     ) -> list[TokenLogprobs]:
         """Log-probabilities of each continuation after its prompt, via ``echo``."""
-        if len(prompts) != len(continuations):
-            raise InvalidInputError(
-                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
-                "continuation per prompt"
-            )
+        check_pairs(prompts, continuations)
         if not prompts:
             return []
         transport, render, profile = self._connect()

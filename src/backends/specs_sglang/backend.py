@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
 from specs_core.errors import BackendError, ConfigError, InvalidInputError, ProtocolError
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, check_pairs
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 from specs_sglang.templates import ChatRenderer, build_renderer
@@ -329,11 +329,7 @@ class SGLangModel:
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
     ) -> list[TokenLogprobs]:
         """Log-probabilities of each continuation after its prompt, by prefill only."""
-        if len(prompts) != len(continuations):
-            raise InvalidInputError(
-                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
-                "continuation per prompt"
-            )
+        check_pairs(prompts, continuations)
         if not prompts:
             return []
         transport, render = self._connect()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specs_core.errors import ConfigError, ContextOverflowError, InvalidInputError
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, check_pairs
 from specs_core.speculative import NgramTables, SpeculativeOptions
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
@@ -501,11 +501,7 @@ class TransformersModel:
             InvalidInputError: ``prompts`` and ``continuations`` differ in length.
             ContextOverflowError: a prompt and its continuation do not fit the context.
         """
-        if len(prompts) != len(continuations):
-            raise InvalidInputError(
-                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
-                "continuation per prompt"
-            )
+        check_pairs(prompts, continuations)
         if not prompts:
             return []
         torch = engine().torch

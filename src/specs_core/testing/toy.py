@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from specs_core.errors import ContextOverflowError, InvalidInputError
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, check_pairs
 from specs_core.speculative import (
     ContinueIf,
     NgramSession,
@@ -561,11 +561,7 @@ class ToyLanguageModel:
         self, prompts: Sequence[Prompt], continuations: Sequence[str]
     ) -> list[TokenLogprobs]:
         """Log-probability of each continuation token (see :meth:`Scorer.logprobs`)."""
-        if len(prompts) != len(continuations):
-            raise InvalidInputError(
-                f"got {len(prompts)} prompts and {len(continuations)} continuations; pass one "
-                "continuation per prompt"
-            )
+        check_pairs(prompts, continuations)
         contexts = [self.render(p) for p in prompts]
         with self._lock:
             out: list[TokenLogprobs] = []
