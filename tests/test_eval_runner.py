@@ -65,6 +65,21 @@ def test_a_run_writes_one_graded_row_per_problem(
     assert summary["complete"] is True and summary["n"] == 12
 
 
+def test_a_search_that_runs_out_of_context_is_a_row_marked_stopped(
+    problems: list[Problem], tmp_path: Path
+) -> None:
+    # A context in which every toy question's first steps fit, but not a whole solution.
+    overrides = ["target.n_ctx=180", "draft.n_ctx=180"]
+    config = resolve_config(TOY_CONFIG, None, overrides)
+    out = tmp_path / "run"
+    with Specs(config) as specs:
+        run_bench(specs, _spec(problems[:3], overrides), out, progress=False)
+    rows = _rows(out)
+    assert rows and all(r["error"] is None for r in rows)
+    assert all(r["stopped"] == "context" and r["finished"] is False for r in rows)
+    assert all(r["draft_steps"] + r["target_steps"] >= 1 and r["text"] for r in rows)
+
+
 def test_summary_figures_recomputed_from_results_match(
     specs: Specs, problems: list[Problem], tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from specs_core import Specs
 from specs_core.config import validate_options
-from specs_core.errors import ConfigError
+from specs_core.errors import ConfigError, ContextOverflowError
 from specs_core.plugins import Registry, Roles, build_registry
 from specs_core.testing import ToyLanguageModel, ToyRewardModel
 from specs_core.types import PHASES, SearchResult, StepSource
@@ -228,3 +228,38 @@ def test_the_policy_guide_documents_every_policy_and_option(registry):
         assert f"`{name}`" in guide, name
         for option in spec.options.model_fields:
             assert f"`{option}`" in guide, (name, option)
+
+
+def _roles_with_context(n_ctx: int) -> Roles:
+    return Roles(
+        target=ToyLanguageModel("target", n_ctx=n_ctx),
+        draft=ToyLanguageModel("draft", n_ctx=n_ctx),
+        reward=ToyRewardModel(),
+    )
+
+
+@pytest.mark.parametrize("name", ["specs", "rsd", "beam_search", "draft_beam_search"])
+def test_a_search_whose_next_step_does_not_fit_ends_with_what_it_has(registry, name):
+    question = QUESTIONS[1]
+    options = {"tau_acc": 0.0} if name == "specs" else {}
+    full = solve(registry, _roles_with_context(4096), name, question, **options)
+    assert len(full.steps) >= 2 and "stopped" not in full.extra
+    with pytest.raises(ContextOverflowError):  # not even the first step fits: nothing to return
+        solve(registry, _roles_with_context(16), name, question, **options)
+    # the smallest context in which the first step fits, but not the whole search
+    for n_ctx in range(16, 4096, 2):
+        try:
+            cut = solve(registry, _roles_with_context(n_ctx), name, question, **options)
+        except ContextOverflowError:
+            continue
+        break
+    assert cut.extra["stopped"] == "context"
+    assert not cut.finished
+    assert 1 <= len(cut.steps) < len(full.steps)
+    # the same steps as without the limit; the last one is cut where the context ends
+    *before, last = [s.text for s in cut.steps]
+    assert before == [s.text for s in full.steps[: len(before)]]
+    assert full.steps[len(before)].text.startswith(last)
+    committed = [s.decision for s in cut.steps]
+    assert cut.accepted_draft_steps == committed.count("draft_accepted")
+    assert cut.rejected_draft_steps == sum(d.startswith("draft_rejected") for d in committed)

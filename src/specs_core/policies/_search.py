@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from specs_core.accounting import Accountant
-from specs_core.errors import BackendError, ConfigError, InvalidInputError
+from specs_core.errors import BackendError, ConfigError, ContextOverflowError, InvalidInputError
 from specs_core.plugins import Roles
 from specs_core.protocols import LanguageModel
 from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
@@ -213,6 +213,7 @@ class SearchContext:
         self.acct = Accountant()
         self.rng = random.Random(options.seed)
         self.steps: list[StepRecord] = []
+        self.stopped: str | None = None
         self._on_step: StepCallback | None = None
         self.reward: GuardedRewardModel | None = (
             GuardedRewardModel(roles.reward, self.acct, roles.reward_plugin)
@@ -390,6 +391,25 @@ class SearchContext:
         if self._on_step is not None:
             self._on_step(record)
 
+    def stop_on_overflow(self, error: ContextOverflowError) -> None:
+        """End the search because its next step no longer fits a model's context.
+
+        The search keeps what it committed (the result is then marked unfinished, with
+        ``extra["stopped"] == "context"``); a search that could not commit one step re-raises.
+
+        Raises:
+            ContextOverflowError: ``error``, when no step was committed.
+        """
+        if not self.steps:
+            raise error
+        log.warning(
+            "%s: stopping after %d steps, the next one does not fit: %s",
+            self.policy,
+            len(self.steps),
+            error,
+        )
+        self.stopped = "context"
+
     def result(
         self,
         path: SolutionPath,
@@ -415,7 +435,7 @@ class SearchContext:
             rejected_draft_steps=rejected_draft_steps,
             switches=switches,
             usage=self.acct.finish(),
-            extra=dict(extra or {}),
+            extra={**(extra or {}), **({"stopped": self.stopped} if self.stopped else {})},
         )
 
 

@@ -19,6 +19,7 @@ import math
 
 from pydantic import Field, model_validator
 
+from specs_core.errors import ContextOverflowError
 from specs_core.plugins import Roles
 from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord
 
@@ -91,61 +92,64 @@ class BeamSearchPolicy:
         beams = [SolutionPath()]
         pool = CompletedPool(o.aggregation)
         done = 0  # kept candidates that finished: their beams are complete
-        for i in range(o.max_steps):
-            per_beam = o.n if i == 0 else max(1, o.n // o.beam_width)
-            prompts = [ctx.prompt(b.text) for b in beams]
-            groups = ctx.generate(role, prompts, ctx.step_params(o, role, i, per_beam))
-            flat = [(b, c) for b, group in enumerate(groups) for c in group]
-            rewards = ctx.rewards_last([[*beams[b].steps, c.text] for b, c in flat])
-            for (b, c), r in zip(flat, rewards, strict=True):
-                if is_finished(c):
-                    pool.add(beams[b].extend(c.text, r, finished=True))
+        try:
+            for i in range(o.max_steps):
+                per_beam = o.n if i == 0 else max(1, o.n // o.beam_width)
+                prompts = [ctx.prompt(b.text) for b in beams]
+                groups = ctx.generate(role, prompts, ctx.step_params(o, role, i, per_beam))
+                flat = [(b, c) for b, group in enumerate(groups) for c in group]
+                rewards = ctx.rewards_last([[*beams[b].steps, c.text] for b, c in flat])
+                for (b, c), r in zip(flat, rewards, strict=True):
+                    if is_finished(c):
+                        pool.add(beams[b].extend(c.text, r, finished=True))
 
-            ranked = sorted(range(len(flat)), key=lambda k: -rewards[k])  # stable on ties
-            kept: list[int] = []
-            seen: set[str] = set()
-            for k in ranked:
-                if len(kept) >= o.beam_width - done:
-                    break
-                b, c = flat[k]
-                text = beams[b].text + c.text
-                if text not in seen:
-                    seen.add(text)
-                    kept.append(k)
+                ranked = sorted(range(len(flat)), key=lambda k: -rewards[k])  # stable on ties
+                kept: list[int] = []
+                seen: set[str] = set()
+                for k in ranked:
+                    if len(kept) >= o.beam_width - done:
+                        break
+                    b, c = flat[k]
+                    text = beams[b].text + c.text
+                    if text not in seen:
+                        seen.add(text)
+                        kept.append(k)
 
-            next_beams: list[SolutionPath] = []
-            for slot, k in enumerate(kept):
-                b, c = flat[k]
-                siblings = [j for j, (parent, _) in enumerate(flat) if parent == b]
-                ctx.commit(
-                    StepRecord(
-                        index=i,
-                        source=source,
-                        text=c.text,
-                        reward=rewards[k],
-                        drafted=False,
-                        accepted=None,
-                        decision="beam",
-                        beam=slot,
-                        candidates=tuple(
-                            CandidateRecord(
-                                text=flat[j][1].text,
-                                source=source,
-                                finished=is_finished(flat[j][1]),
-                                reward=rewards[j],
-                                accepted=j in kept,
-                            )
-                            for j in siblings
-                        ),
+                next_beams: list[SolutionPath] = []
+                for slot, k in enumerate(kept):
+                    b, c = flat[k]
+                    siblings = [j for j, (parent, _) in enumerate(flat) if parent == b]
+                    ctx.commit(
+                        StepRecord(
+                            index=i,
+                            source=source,
+                            text=c.text,
+                            reward=rewards[k],
+                            drafted=False,
+                            accepted=None,
+                            decision="beam",
+                            beam=slot,
+                            candidates=tuple(
+                                CandidateRecord(
+                                    text=flat[j][1].text,
+                                    source=source,
+                                    finished=is_finished(flat[j][1]),
+                                    reward=rewards[j],
+                                    accepted=j in kept,
+                                )
+                                for j in siblings
+                            ),
+                        )
                     )
-                )
-                if is_finished(c):
-                    done += 1
-                else:
-                    next_beams.append(beams[b].extend(c.text, rewards[k]))
-            beams = next_beams
-            if not beams or done >= o.beam_width:
-                break
+                    if is_finished(c):
+                        done += 1
+                    else:
+                        next_beams.append(beams[b].extend(c.text, rewards[k]))
+                beams = next_beams
+                if not beams or done >= o.beam_width:
+                    break
+        except ContextOverflowError as e:
+            ctx.stop_on_overflow(e)
 
         chosen = pool.best()
         if chosen is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from specs_core.errors import ContextOverflowError
 from specs_core.plugins import Roles
 from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord, StepSource
 
@@ -68,72 +69,79 @@ class RsdPolicy:
 
         path = SolutionPath()
         accepted = rejected = 0
-        for i in range(o.max_steps):
-            prompt = ctx.prompt(path.text)
-            drafts = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", i, o.n))[0]
-            rewards = ctx.rewards_last([[*path.steps, c.text] for c in drafts])
-            best = argmax(rewards)
-            draft_records = tuple(
-                CandidateRecord(
-                    text=c.text,
-                    source=StepSource.DRAFT,
-                    finished=is_finished(c),
-                    reward=r,
-                    accepted=r >= o.delta,
-                )
-                for c, r in zip(drafts, rewards, strict=True)
-            )
-            if rewards[best] >= o.delta:
-                accepted += 1
-                chosen = drafts[best]
-                record = StepRecord(
-                    index=i,
-                    source=StepSource.DRAFT,
-                    text=chosen.text,
-                    reward=rewards[best],
-                    drafted=True,
-                    accepted=True,
-                    decision="draft_accepted",
-                    candidates=draft_records,
-                )
-            else:
-                rejected += 1
-                targets = ctx.generate("target", [prompt], ctx.step_params(o, "target", i, o.n))[0]
-                target_rewards: list[float | None]
-                if o.n > 1:
-                    target_rewards = list(
-                        ctx.rewards_last([[*path.steps, c.text] for c in targets])
+        try:
+            for i in range(o.max_steps):
+                prompt = ctx.prompt(path.text)
+                drafts = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", i, o.n))[0]
+                rewards = ctx.rewards_last([[*path.steps, c.text] for c in drafts])
+                best = argmax(rewards)
+                draft_records = tuple(
+                    CandidateRecord(
+                        text=c.text,
+                        source=StepSource.DRAFT,
+                        finished=is_finished(c),
+                        reward=r,
+                        accepted=r >= o.delta,
                     )
-                    pick = argmax([r for r in target_rewards if r is not None])
-                else:
-                    target_rewards, pick = [None], 0
-                chosen = targets[pick]
-                record = StepRecord(
-                    index=i,
-                    source=StepSource.TARGET,
-                    text=chosen.text,
-                    reward=target_rewards[pick],
-                    drafted=True,
-                    accepted=False,
-                    decision="draft_rejected",
-                    candidates=(
-                        *draft_records,
-                        *(
-                            CandidateRecord(
-                                text=c.text,
-                                source=StepSource.TARGET,
-                                finished=is_finished(c),
-                                reward=r,
-                                accepted=j == pick,
-                            )
-                            for j, (c, r) in enumerate(zip(targets, target_rewards, strict=True))
-                        ),
-                    ),
+                    for c, r in zip(drafts, rewards, strict=True)
                 )
-            path = path.extend(record.text, record.reward, is_finished(chosen))
-            ctx.commit(record)
-            if path.finished:
-                break
+                if rewards[best] >= o.delta:
+                    chosen = drafts[best]
+                    record = StepRecord(
+                        index=i,
+                        source=StepSource.DRAFT,
+                        text=chosen.text,
+                        reward=rewards[best],
+                        drafted=True,
+                        accepted=True,
+                        decision="draft_accepted",
+                        candidates=draft_records,
+                    )
+                else:
+                    targets = ctx.generate(
+                        "target", [prompt], ctx.step_params(o, "target", i, o.n)
+                    )[0]
+                    target_rewards: list[float | None]
+                    if o.n > 1:
+                        target_rewards = list(
+                            ctx.rewards_last([[*path.steps, c.text] for c in targets])
+                        )
+                        pick = argmax([r for r in target_rewards if r is not None])
+                    else:
+                        target_rewards, pick = [None], 0
+                    chosen = targets[pick]
+                    record = StepRecord(
+                        index=i,
+                        source=StepSource.TARGET,
+                        text=chosen.text,
+                        reward=target_rewards[pick],
+                        drafted=True,
+                        accepted=False,
+                        decision="draft_rejected",
+                        candidates=(
+                            *draft_records,
+                            *(
+                                CandidateRecord(
+                                    text=c.text,
+                                    source=StepSource.TARGET,
+                                    finished=is_finished(c),
+                                    reward=r,
+                                    accepted=j == pick,
+                                )
+                                for j, (c, r) in enumerate(
+                                    zip(targets, target_rewards, strict=True)
+                                )
+                            ),
+                        ),
+                    )
+                path = path.extend(record.text, record.reward, is_finished(chosen))
+                ctx.commit(record)
+                accepted += record.decision == "draft_accepted"
+                rejected += record.decision.startswith("draft_rejected")
+                if path.finished:
+                    break
+        except ContextOverflowError as e:
+            ctx.stop_on_overflow(e)
 
         return ctx.result(
             path,

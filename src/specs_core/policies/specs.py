@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from specs_core.errors import BackendError
+from specs_core.errors import BackendError, ContextOverflowError
 from specs_core.plugins import Roles
 from specs_core.protocols import require
 from specs_core.speculative import Verification, check_shared_tokenizer
@@ -340,58 +340,60 @@ class SpecsPolicy:
         pool = CompletedPool(o.aggregation)
         use_draft = False
         accepted = rejected = switches = 0
-        for i in range(o.max_steps):
-            prompt = ctx.prompt(path.text)
-            drafts: list[CandidateRecord] = []
-            record: StepRecord | None = None
-            finished = False
-            hybrid: Verification | None = None
-            if use_draft:
-                outcome = self._draft_step(ctx, prompt, path, i, pool, score_draft)
-                drafts = outcome.records
-                hybrid = outcome.verification
-                if outcome.chosen is not None:
-                    c = outcome.completions[outcome.chosen]
-                    finished = is_finished(c)
+        try:
+            for i in range(o.max_steps):
+                prompt = ctx.prompt(path.text)
+                drafts: list[CandidateRecord] = []
+                record: StepRecord | None = None
+                finished = False
+                hybrid: Verification | None = None
+                if use_draft:
+                    outcome = self._draft_step(ctx, prompt, path, i, pool, score_draft)
+                    drafts = outcome.records
+                    hybrid = outcome.verification
+                    if outcome.chosen is not None:
+                        c = outcome.completions[outcome.chosen]
+                        finished = is_finished(c)
+                        record = StepRecord(
+                            index=i,
+                            source=StepSource.DRAFT,
+                            text=c.text,
+                            reward=outcome.rewards[outcome.chosen],
+                            drafted=True,
+                            accepted=True,
+                            decision="draft_accepted",
+                            candidates=tuple(drafts),
+                        )
+                if record is None:
+                    records, best, rewards, completions, switch = self._target_step(
+                        ctx, prompt, path, i, pool, hybrid
+                    )
+                    use_draft = switch and drafting
+                    switches += use_draft
+                    finished = is_finished(completions[best])
                     record = StepRecord(
                         index=i,
-                        source=StepSource.DRAFT,
-                        text=c.text,
-                        reward=outcome.rewards[outcome.chosen],
-                        drafted=True,
-                        accepted=True,
-                        decision="draft_accepted",
-                        candidates=tuple(drafts),
+                        source=StepSource.TARGET,
+                        text=completions[best].text,
+                        reward=rewards[best],
+                        drafted=bool(drafts),
+                        accepted=False if drafts else None,
+                        decision=(
+                            ("draft_rejected_hybrid" if hybrid is not None else "draft_rejected")
+                            if drafts
+                            else "target"
+                        ),
+                        switched_to_draft=use_draft,
+                        candidates=(*drafts, *records),
                     )
-                    accepted += 1
-                else:
-                    rejected += 1
-            if record is None:
-                records, best, rewards, completions, switch = self._target_step(
-                    ctx, prompt, path, i, pool, hybrid
-                )
-                use_draft = switch and drafting
-                switches += use_draft
-                finished = is_finished(completions[best])
-                record = StepRecord(
-                    index=i,
-                    source=StepSource.TARGET,
-                    text=completions[best].text,
-                    reward=rewards[best],
-                    drafted=bool(drafts),
-                    accepted=False if drafts else None,
-                    decision=(
-                        ("draft_rejected_hybrid" if hybrid is not None else "draft_rejected")
-                        if drafts
-                        else "target"
-                    ),
-                    switched_to_draft=use_draft,
-                    candidates=(*drafts, *records),
-                )
-            path = path.extend(record.text, record.reward, finished)
-            ctx.commit(record)
-            if finished:
-                break
+                path = path.extend(record.text, record.reward, finished)
+                ctx.commit(record)
+                accepted += record.decision == "draft_accepted"
+                rejected += record.decision.startswith("draft_rejected")
+                if finished:
+                    break
+        except ContextOverflowError as e:
+            ctx.stop_on_overflow(e)
 
         chosen = pool.best() or path
         return ctx.result(
