@@ -2,7 +2,8 @@
 # SPECS with three reward models on the first 50 GSM8K test problems: the LLM judge, the
 # arithmetic verifier (examples/prm-plugin) and their composite. The runs advance in turns,
 # SLICE problems at a time, so that the table can be read part-way with every run on the same
-# problems; every command resumes, so the script can be stopped and run again.
+# problems; every command resumes, so the script can be stopped and run again (runs that are
+# behind catch up first).
 #
 #   bash benchmarks/rewards_gsm8k.sh [OUT] [PROBLEMS] [SLICE]
 #
@@ -19,11 +20,18 @@ RUNS=(judge arithmetic composite)
 
 mkdir -p "$OUT"
 head -n "$PROBLEMS" "$DATA" > "$OUT/gsm8k_first$PROBLEMS.jsonl"
-for ((done = 0; done < PROBLEMS; done += SLICE)); do
-  for run in "${RUNS[@]}"; do
+solved() {  # problems a run has recorded so far
+  if [[ -f $1/results.jsonl ]]; then grep -c . "$1/results.jsonl"; else echo 0; fi
+}
+
+for ((target = SLICE; target < PROBLEMS + SLICE; target += SLICE)); do
+  ((target > PROBLEMS)) && target=$PROBLEMS
+  for run in "${RUNS[@]}"; do  # bring every run to the same count, a run behind first
+    need=$((target - $(solved "$OUT/$run")))
+    ((need > 0)) || continue
     "$SPECS" bench --dataset gsm8k --data-file "$OUT/gsm8k_first$PROBLEMS.jsonl" \
       --config "benchmarks/configs/rewards/$run.yaml" --out "$OUT/$run" \
-      --max-problems "$SLICE" --no-progress
+      --max-problems "$need" --no-progress
   done
   "$SPECS" report "${RUNS[@]/#/$OUT/}" --out "$OUT/report.md" --plots "$OUT/plots"
 done
