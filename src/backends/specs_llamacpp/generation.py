@@ -81,16 +81,26 @@ def check_generation_fits(
         )
 
 
+def evaluate_prompt(rt: LlamaRuntime, prompt: Sequence[int]) -> tuple[npt.NDArray[np.float32], int]:
+    """Evaluate ``prompt`` (reusing the cached prefix); the logits after its last token, and how
+    many tokens were reused.
+
+    Raises:
+        InvalidInputError: the prompt is empty.
+    """
+    if not prompt:
+        raise InvalidInputError("the rendered prompt is empty; there is nothing to continue")
+    first: list[npt.NDArray[np.float32]] = []
+    reused = rt.evaluate(prompt, len(prompt) - 1, lambda _pos, row: first.append(row.copy()))
+    return first[-1], reused
+
+
 def generate_samples(
     rt: LlamaRuntime, prompt: Sequence[int], params: SamplingParams, seed: int, prompt_index: int
 ) -> list[Completion]:
     """Generate ``params.n`` samples of one tokenized prompt (see the module docstring)."""
-    if not prompt:
-        raise InvalidInputError("the rendered prompt is empty; there is nothing to continue")
     size = len(prompt)
-    first: list[npt.NDArray[np.float32]] = []
-    reused = rt.evaluate(prompt, size - 1, lambda _pos, row: first.append(row.copy()))
-    logits0 = first[-1]
+    logits0, reused = evaluate_prompt(rt, prompt)
     group = max(1, min(params.n, rt.n_seq_max, (rt.n_ctx - size) // params.max_tokens))
     rngs = sequence_rngs(seed, prompt_index, params.n)
     completions: list[Completion] = []

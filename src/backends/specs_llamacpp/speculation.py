@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from specs_core.errors import InvalidInputError
 from specs_core.speculative import ContinueIf, NgramSession, Verification
 from specs_core.types import Completion, FinishReason, SamplingParams, TokenLogprobs
 
-from specs_llamacpp.generation import _Sample
+from specs_llamacpp.generation import _Sample, evaluate_prompt
 from specs_llamacpp.runtime import LlamaRuntime
 from specs_llamacpp.sampling import sample_token, sequence_rngs, token_logprob
 
@@ -200,14 +199,6 @@ def _run(group: _Group) -> None:
         live = [lane for lane in live if lane.sample.finish is None]
 
 
-def _evaluate_prompt(rt: LlamaRuntime, prompt: Sequence[int]) -> tuple[Row, int]:
-    if not prompt:
-        raise InvalidInputError("the rendered prompt is empty; there is nothing to continue")
-    first: list[Row] = []
-    reused = rt.evaluate(prompt, len(prompt) - 1, lambda _pos, row: first.append(row.copy()))
-    return first[-1], reused
-
-
 def generate_speculative(
     rt: LlamaRuntime,
     prompt: Sequence[int],
@@ -223,7 +214,7 @@ def generate_speculative(
     or among proposal tokens.
     """
     size = len(prompt)
-    logits0, reused = _evaluate_prompt(rt, prompt)
+    logits0, reused = evaluate_prompt(rt, prompt)
     group = group_size(size, params, rt)
     rngs = sequence_rngs(seed, prompt_index, params.n)
     completions: list[Completion] = []
@@ -258,7 +249,7 @@ def verify_proposals(
     """
     began = time.perf_counter()
     size = len(prompt)
-    logits0, reused = _evaluate_prompt(rt, prompt)
+    logits0, reused = evaluate_prompt(rt, prompt)
     rngs = sequence_rngs(seed, 0, params.n)
     rt.fork(params.n)
     lanes = [_Lane(_Sample(seq=j, rng=rngs[j]), index=j, start=logits0) for j in range(params.n)]
