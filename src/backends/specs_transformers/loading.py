@@ -311,19 +311,13 @@ def load_causal_lm(options: TransformersOptions) -> LoadedModel:
         )
         tokenizer = None
         origin = describe_source(source)
-    if options.tokenizer:
-        tok_source = resolve_source(options.tokenizer, options.revision)
+    if options.tokenizer or tokenizer is None:
+        tok_source = (
+            resolve_source(options.tokenizer, options.revision) if options.tokenizer else source
+        )
         tokenizer = load_pretrained(
             tf.AutoTokenizer.from_pretrained,
             tok_source,
-            "tokenizer",
-            trust_remote_code=options.trust_remote_code,
-            local_files_only=options.local_files_only,
-        )
-    elif tokenizer is None:
-        tokenizer = load_pretrained(
-            tf.AutoTokenizer.from_pretrained,
-            source,
             "tokenizer",
             trust_remote_code=options.trust_remote_code,
             local_files_only=options.local_files_only,
