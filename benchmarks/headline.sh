@@ -5,9 +5,10 @@
 #
 #   bash benchmarks/headline.sh [OUT] [SLICE]
 #
-# The runs advance in turns, SLICE problems at a time (default 5), and the reports are rebuilt
-# after each turn, so the tables can be read part-way with every run on the same problems.
-# Every command resumes where it stopped: run the script again to go on.
+# The runs advance in turns, SLICE more problems each (default 5), and the reports are rebuilt
+# after each turn, so the tables can be read part-way with every run on the same problems. A turn
+# ends at a count (`--until`), not after a number of problems: run the script again after a stop
+# or a crash and every run is first brought to the same count, then the turns go on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/headline}
@@ -20,10 +21,10 @@ declare -A POLICY=(
   [rsd]=rsd [best_of_n]=best_of_n
 )
 
-turn() {  # one slice of every run of one dataset, then its report
-  local set=$1 dir=$OUT/$1
+turn() {  # every run of one dataset brought to COUNT problems, then its report
+  local set=$1 count=$2 dir=$OUT/$1
   local common=(--dataset "$set" --limit "${SIZE[$set]}" --sample-seed 0 --set policy.n=4
-                --max-problems "$SLICE" --no-progress)
+                --until "$count" --no-progress)
   for run in "${RUNS[@]}"; do
     "$SPECS" bench "${common[@]}" --policy "${POLICY[$run]}" --out "$dir/$run"
   done
@@ -33,8 +34,10 @@ turn() {  # one slice of every run of one dataset, then its report
     --out "$dir/report.md" --plots "$dir/plots"
 }
 
-for ((done = 0; done < ${SIZE[gsm8k]}; done += SLICE)); do
-  turn gsm8k
-  if ((done < ${SIZE[math500]})); then turn math500; fi
+for ((count = SLICE; count < ${SIZE[gsm8k]} + SLICE; count += SLICE)); do
+  turn gsm8k $((count < SIZE[gsm8k] ? count : SIZE[gsm8k]))
+  if ((count - SLICE < SIZE[math500])); then
+    turn math500 $((count < SIZE[math500] ? count : SIZE[math500]))
+  fi
 done
 echo "reports: $OUT/gsm8k/report.md $OUT/math500/report.md"

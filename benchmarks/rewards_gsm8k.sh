@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPECS with three reward models on the first 50 GSM8K test problems: the LLM judge, the
 # arithmetic verifier (examples/prm-plugin) and their composite. The runs advance in turns,
-# SLICE problems at a time, so that the table can be read part-way with every run on the same
-# problems; every command resumes, so the script can be stopped and run again (runs that are
-# behind catch up first).
+# SLICE more problems each, so that the table can be read part-way with every run on the same
+# problems. A turn ends at a count (`--until`): run the script again after a stop or a crash and
+# every run is first brought to the same count, then the turns go on.
 #
 #   bash benchmarks/rewards_gsm8k.sh [OUT] [PROBLEMS] [SLICE]
 #
@@ -20,18 +20,12 @@ RUNS=(judge arithmetic composite)
 
 mkdir -p "$OUT"
 head -n "$PROBLEMS" "$DATA" > "$OUT/gsm8k_first$PROBLEMS.jsonl"
-solved() {  # problems a run has recorded so far
-  if [[ -f $1/results.jsonl ]]; then grep -c . "$1/results.jsonl"; else echo 0; fi
-}
-
-for ((target = SLICE; target < PROBLEMS + SLICE; target += SLICE)); do
-  ((target > PROBLEMS)) && target=$PROBLEMS
-  for run in "${RUNS[@]}"; do  # bring every run to the same count, a run behind first
-    need=$((target - $(solved "$OUT/$run")))
-    ((need > 0)) || continue
+for ((count = SLICE; count < PROBLEMS + SLICE; count += SLICE)); do
+  ((count > PROBLEMS)) && count=$PROBLEMS
+  for run in "${RUNS[@]}"; do
     "$SPECS" bench --dataset gsm8k --data-file "$OUT/gsm8k_first$PROBLEMS.jsonl" \
       --config "benchmarks/configs/rewards/$run.yaml" --out "$OUT/$run" \
-      --max-problems "$need" --no-progress
+      --until "$count" --no-progress
   done
   "$SPECS" report "${RUNS[@]/#/$OUT/}" --out "$OUT/report.md" --plots "$OUT/plots"
 done

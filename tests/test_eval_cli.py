@@ -162,6 +162,39 @@ def test_max_problems_below_one_is_a_usage_error(
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_until_ends_a_turn_at_a_count_and_a_run_left_behind_catches_up(tmp_path: Path) -> None:
+    from specs_core.cli import run
+
+    data = write_toy_dataset(tmp_path / "toy.jsonl", size=6)
+    out = tmp_path / "sweep"
+    base = [
+        "sweep", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--no-progress",
+        "--param", "policy.tau_acc", "--values", "3,7", "--out", str(out),
+    ]  # fmt: skip
+    assert run([*base, "--until", "2"]) == 0
+    assert run([*base, "--until", "2"]) == 0  # the same turn again solves nothing
+    assert [len(_ids(out / v)) for v in ("tau_acc=3", "tau_acc=7")] == [2, 2]
+    # One run is left behind (a crash mid-turn): the next turn brings both to the same count.
+    one = out / "tau_acc=7" / "results.jsonl"
+    one.write_text(one.read_text().splitlines(keepends=True)[0])
+    assert run([*base, "--until", "4"]) == 0
+    ids = [_ids(out / v) for v in ("tau_acc=3", "tau_acc=7")]
+    assert ids[0] == ids[1] and len(ids[0]) == 4 and len(set(ids[0])) == 4
+    assert json.loads((out / "tau_acc=7" / "summary.json").read_text())["n"] == 4
+
+
+def test_until_below_one_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from specs_core.cli import run
+
+    data = write_toy_dataset(tmp_path / "toy.jsonl", size=2)
+    args = ["bench", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--out", str(tmp_path)]
+    assert run([*args, "--until", "0"]) == 2
+    assert "--until" in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_a_killed_bench_process_resumes_with_each_problem_exactly_once(tmp_path: Path) -> None:
     data = write_toy_dataset(tmp_path / "toy.jsonl", size=12)

@@ -81,6 +81,14 @@ MaxProblemsOption = Annotated[
         help="Solve at most N of the remaining problems, then stop (run again to go on).",
     ),
 ]
+UntilOption = Annotated[
+    int | None,
+    typer.Option(
+        "--until",
+        min=1,
+        help="Stop once the run holds N problems, counting those solved before.",
+    ),
+]
 WarmupOption = Annotated[
     bool,
     typer.Option(
@@ -133,6 +141,7 @@ def bench(
     progress: ProgressOption = True,
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Solve a dataset (or a seeded subset) with one policy; resumable, results in --out."""
     from specs_core.eval.sweep import RunOptions, bench_spec, resolve_config, run_one
@@ -146,6 +155,7 @@ def bench(
         progress=progress,
         warmup=warmup,
         max_problems=max_problems,
+        until=until,
     )
     summary = run_one(resolved, spec, out, run)
     typer.echo(_summary_line(summary, out))
@@ -185,6 +195,7 @@ def sweep(
     progress: ProgressOption = True,
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
+    until: UntilOption = None,
 ) -> None:
     """One bench run per value of a config key (OUT/KEY=VALUE), then OUT/report.md and plots."""
     from specs_core.eval.sweep import RunOptions, parse_values, resolve_config, run_sweep
@@ -197,6 +208,7 @@ def sweep(
         progress=progress,
         warmup=warmup,
         max_problems=max_problems,
+        until=until,
     )
     dirs = run_sweep(
         resolved,

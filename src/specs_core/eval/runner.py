@@ -205,6 +205,7 @@ def run_bench(
     progress: bool = True,
     warmup: bool = False,
     max_problems: int | None = None,
+    until: int | None = None,
 ) -> dict[str, Any]:
     """Solve every problem of ``spec`` not yet in ``out``, and write the summary.
 
@@ -218,6 +219,9 @@ def run_bench(
         warmup: solve :data:`WARMUP_QUESTION` once, unrecorded, before the first problem.
         max_problems: solve at most this many of the remaining problems, then stop; running
             again resumes (several runs can so be advanced in turns and compared part-way).
+        until: stop once the run holds this many problems, counting those solved before. Unlike
+            ``max_problems`` it names where a turn ends, so running a turn again does nothing
+            and a run left behind by a crash catches up.
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -242,6 +246,10 @@ def run_bench(
         if max_problems < 1:
             raise InvalidInputError(f"max_problems must be at least 1, got {max_problems}")
         todo = todo[:max_problems]
+    if until is not None:
+        if until < 1:
+            raise InvalidInputError(f"until must be at least 1, got {until}")
+        todo = todo[: max(0, until - len(done))]
     if done:
         log.info("%s: resuming, %d of %d problems already done", out, len(done), len(spec.problems))
     meta = _run_meta(spec, fp)

@@ -49,6 +49,7 @@ class RunOptions:
     progress: bool = True
     warmup: bool = True
     max_problems: int | None = None
+    until: int | None = None
 
 
 def config_data(config: SpecsConfig) -> dict[str, Any]:
@@ -158,6 +159,7 @@ def run_one(
             progress=run.progress,
             warmup=run.warmup,
             max_problems=run.max_problems,
+            until=run.until,
         )
     with Specs(config) as specs:
         return run_bench(
@@ -169,6 +171,7 @@ def run_one(
             progress=run.progress,
             warmup=run.warmup,
             max_problems=run.max_problems,
+            until=run.until,
         )
 
 
