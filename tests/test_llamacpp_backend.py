@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 from specs_core.errors import ContextOverflowError, InvalidInputError
-from specs_core.types import Completion, FinishReason, Prompt, SamplingParams
+from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip extra llamacpp)")
 
@@ -68,6 +68,7 @@ def _check_finish(c: Completion, params: SamplingParams) -> None:
 def test_n_samples_are_decoded_together_and_differ(
     model: LlamaCppModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    model.reset_cache()  # every context empty: the call runs in the first one
     rt = model.runtime
     batch_sizes: list[int] = []
     evaluations: list[int] = []
@@ -128,7 +129,7 @@ def test_prefix_reuse_scores_like_scoring_from_scratch(model: LlamaCppModel) -> 
     texts = ["7 + 8 = 15.", "He has 15 apples.\n\n", "So the answer is $\\boxed{15}$."]
     scratch = []
     for t in texts:  # nothing cached before each text
-        model.runtime.reset()
+        model.reset_cache()
         [s] = model.logprobs([prompt], [t])
         assert s.cached_tokens == 0
         scratch.append(s)
@@ -144,7 +145,7 @@ def test_prefix_reuse_scores_like_scoring_from_scratch(model: LlamaCppModel) -> 
 
 def test_generation_reuses_the_cached_prompt(model: LlamaCppModel) -> None:
     params = SamplingParams(n=2, temperature=0.0, max_tokens=4)
-    model.runtime.reset()
+    model.reset_cache()
     [[first, _]] = model.generate([Prompt(QUESTION)], params)
     [[second, _]] = model.generate([Prompt(QUESTION)], params)
     assert first.cached_tokens == 0
@@ -308,3 +309,73 @@ def test_sampling_respects_temperature_top_p_and_records_untempered_logprobs() -
     assert all(lp == pytest.approx(token_logprob(logits, 0)) for _, lp in cold)  # untempered
     a, b = sequence_rngs(5, 0, 2), sequence_rngs(5, 0, 3)
     assert a[1].random() == b[1].random()  # a sample's draws do not depend on how many there are
+
+
+JUDGE_PROMPT = Prompt(
+    "A student wrote the following solution. Read it carefully and decide whether the latest "
+    "step is correct: 3 pencils cost 45 cents, so one pencil costs 15 cents and 7 pencils cost "
+    "$1.05. Is the latest step correct? Answer Yes or No."
+)
+
+
+def _generator_then_judge(model: LlamaCppModel) -> tuple[Completion, Completion, TokenLogprobs]:
+    """Generate, judge an unrelated prompt, generate again, judge again."""
+    params = SamplingParams(n=2, temperature=0.0, max_tokens=4, seed=0)
+    model.reset_cache()
+    [[first, _]] = model.generate([Prompt(QUESTION)], params)
+    model.logprobs([JUDGE_PROMPT], [" Yes"])
+    [[second, _]] = model.generate([Prompt(QUESTION)], params)
+    [judged] = model.logprobs([JUDGE_PROMPT], [" Yes"])
+    return first, second, judged
+
+
+def test_a_generator_and_a_judge_on_one_model_keep_their_cached_prompts(
+    model: LlamaCppModel,
+) -> None:
+    from specs_llamacpp.runtime import common_prefix
+
+    prompts = (Prompt(QUESTION), JUDGE_PROMPT)
+    first, second, judged = _generator_then_judge(model)
+    assert first.cached_tokens == 0
+    assert second.cached_tokens >= second.prompt_tokens - 1  # the judge did not evict it
+    assert judged.cached_tokens >= judged.prompt_tokens - 1  # nor the generation the judge's
+    assert second.text == first.text
+    # With one context the two prompts evict each other: only the chat template's head is reused.
+    with LlamaCppModel(_options(cache_slots=1, name="one-context")) as single:
+        first1, second1, judged1 = _generator_then_judge(single)
+        head = common_prefix(*(single.runtime.tokenize(single.render(p)) for p in prompts))
+    assert first1.cached_tokens == 0 and 0 < head < second1.prompt_tokens - 1
+    assert second1.cached_tokens == judged1.cached_tokens == head
+    assert second1.text == second.text
+    assert judged1.logprobs == pytest.approx(judged.logprobs, abs=TOLERANCE)
+
+
+def test_a_context_pool_fills_empty_contexts_then_replaces_the_least_recently_used() -> None:
+    import numpy as np
+
+    from specs_llamacpp.runtime import ContextPool
+
+    with LlamaCppModel(_options(name="pool", cache_slots=1)) as owner:
+        first = owner.runtime
+        pool = ContextPool(first, 2)
+        a, b, c = (first.tokenize(f"{i} " + QUESTION * 2) for i in ("A:", "B:", "C:"))
+        assert pool.pick(a) is first  # every context empty: the first
+        first.evaluate(a, len(a))
+        other = pool.pick(b)  # unrelated to what the first holds: a second context opens
+        assert other is not first and pool.contexts == (first, other)
+        other.evaluate(b, len(b))
+        assert pool.pick([*a, 11, 12]) is first  # most of it is cached there
+        assert pool.pick(c) is other  # all open and none holds it: the least recently used
+        pool.reset()
+        assert not first.cached_tokens and not other.cached_tokens
+        assert pool.pick(c) is first
+        rows: list[np.ndarray] = []
+        for rt in (first, other):  # the sibling reads the same weights
+            rt.evaluate(a, len(a) - 1, lambda _pos, row: rows.append(row.copy()))
+        assert np.allclose(rows[0], rows[1], atol=1e-4)
+        pool.close()  # the sibling, then the owner (closed again, harmlessly, by the model)
+
+
+def test_cache_slots_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="cache_slots"):
+        _options(cache_slots=0)

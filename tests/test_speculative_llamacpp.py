@@ -97,9 +97,9 @@ def test_sampled_output_is_the_same_token_for_token_on_one_thread(
     plain, spec = one_thread
     for seed in range(2):
         params = SamplingParams(n=4, temperature=0.7, max_tokens=80, seed=seed)
-        plain.runtime.reset()  # both calls start from the same (empty) cache
+        plain.reset_cache()  # both calls start from the same (empty) cache
         [expected] = plain.generate([Prompt(QUESTIONS[0])], params)
-        spec.runtime.reset()
+        spec.reset_cache()
         [got] = spec.generate([Prompt(QUESTIONS[0])], params)
         assert [c.token_ids for c in got] == [c.token_ids for c in expected]
         assert [c.logprobs for c in got] == [c.logprobs for c in expected]
@@ -112,7 +112,7 @@ def test_groups_beyond_the_sequence_limit_give_the_same_samples() -> None:
     params = SamplingParams(n=5, temperature=0.8, max_tokens=60, seed=4)  # groups of 2 (+ keeper)
     try:
         [expected] = plain.generate([Prompt(QUESTIONS[0])], params)
-        spec.runtime.reset()  # both calls start from the same (empty) cache
+        spec.reset_cache()  # both calls start from the same (empty) cache
         [got] = spec.generate([Prompt(QUESTIONS[0])], params)
         assert [c.token_ids for c in got] == [c.token_ids for c in expected]
     finally:
@@ -175,9 +175,9 @@ def test_verified_proposals_continue_into_the_plain_samples(
     finally:
         drafter.close()
     proposals = [d.token_ids for d in drafts]
-    target.runtime.reset()  # both calls start from the same (empty) cache
+    target.reset_cache()  # both calls start from the same (empty) cache
     verified = target.verify_proposals(prompt, proposals, step, lambda scores: len(scores) == 4)
-    target.runtime.reset()
+    target.reset_cache()
     [plain] = target.generate([prompt], step)
     assert verified.completions is not None
     assert [c.token_ids for c in verified.completions] == [c.token_ids for c in plain]

@@ -2,10 +2,13 @@
 
 Sharing and locking: loaded models live in a module-level table keyed by the resolved GGUF path
 and the load options (``n_ctx``, ``n_threads``, ``n_batch``, ``n_ubatch``, ``n_seq_max``,
-``flash_attn``). Every ``LlamaCppModel`` naming the same file with the same load options (a draft
-and a judge reward model on the target, say) holds a reference to one :class:`SharedModel`; the
-last ``close()`` frees it. Each shared model has one :class:`threading.Lock`, held by every
-``generate`` and ``logprobs`` call, so any number of threads may call it; calls run one at a time.
+``flash_attn``, ``cache_slots``). Every ``LlamaCppModel`` naming the same file with the same load
+options (a draft and a judge reward model on the target, say) holds a reference to one
+:class:`SharedModel`; the last ``close()`` frees it. Each shared model has one
+:class:`threading.Lock`, held by every ``generate`` and ``logprobs`` call, so any number of threads
+may call it; calls run one at a time. A call runs in the context of the shared model's
+:class:`~specs_llamacpp.runtime.ContextPool` that holds the most of its prompt, so callers with
+unrelated prompts (a generator and a judge) keep their cached prefixes.
 
 ``llama_cpp`` and ``numpy`` are imported on first use only: this module imports without them and
 raises :class:`~specs_core.errors.BackendUnavailableError` naming the ``llamacpp`` extra when used.
@@ -39,7 +42,7 @@ from specs_llamacpp.models import EMBEDDED_MODELS, resolve_model_path
 from specs_llamacpp.options import LlamaCppOptions
 
 if TYPE_CHECKING:
-    from specs_llamacpp.runtime import LlamaRuntime, LoadOptions
+    from specs_llamacpp.runtime import ContextPool, LlamaRuntime, LoadOptions
 
 __all__ = [
     "CAPABILITIES",
@@ -95,9 +98,14 @@ class SharedModel:
     """A loaded model shared by every ``LlamaCppModel`` with the same file and load options."""
 
     key: LoadOptions
-    runtime: LlamaRuntime
+    pool: ContextPool
     lock: threading.Lock = field(default_factory=threading.Lock)
     refs: int = 0
+
+    @property
+    def runtime(self) -> LlamaRuntime:
+        """The first context: the owner of the weights (metadata, tokenizing)."""
+        return self.pool.first
 
 
 _loaded: dict[LoadOptions, SharedModel] = {}
@@ -114,9 +122,9 @@ def _acquire(key: LoadOptions, verbose: bool) -> SharedModel:
     with _loaded_lock:
         shared = _loaded.get(key)
         if shared is None:
-            from specs_llamacpp.runtime import LlamaRuntime
+            from specs_llamacpp.runtime import ContextPool, LlamaRuntime
 
-            path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn = key
+            path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn, slots = key
             log.info("loading %s (n_ctx=%d, n_seq_max=%d)", path, n_ctx, n_seq_max)
             runtime = LlamaRuntime(
                 Path(path),
@@ -128,7 +136,7 @@ def _acquire(key: LoadOptions, verbose: bool) -> SharedModel:
                 flash_attn=flash_attn,
                 verbose=verbose,
             )
-            shared = _loaded[key] = SharedModel(key, runtime)
+            shared = _loaded[key] = SharedModel(key, ContextPool(runtime, slots))
         shared.refs += 1
         return shared
 
@@ -140,7 +148,7 @@ def _release(shared: SharedModel) -> None:
             return
         _loaded.pop(shared.key, None)
     with shared.lock:  # let a call in flight finish before freeing
-        shared.runtime.close()
+        shared.pool.close()
 
 
 def _default_name(source: str) -> str:
@@ -199,6 +207,7 @@ class LlamaCppModel:
                     opts.n_ubatch,
                     opts.n_seq_max,
                     opts.flash_attn,
+                    opts.cache_slots,
                 )
                 self._shared = _acquire(key, opts.verbose)
             return self._shared
@@ -207,6 +216,12 @@ class LlamaCppModel:
     def runtime(self) -> LlamaRuntime:
         """The loaded llama.cpp model (loads it); shared with every equal ``LlamaCppModel``."""
         return self._load().runtime
+
+    def reset_cache(self) -> None:
+        """Forget every cached prompt: the next call evaluates its prompt in full."""
+        shared = self._load()
+        with shared.lock:
+            shared.pool.reset()
 
     def chat_template(self) -> ChatTemplate:
         """The chat template in use: the ``chat_template`` option or the GGUF's own."""
@@ -262,10 +277,10 @@ class LlamaCppModel:
         texts = [self.render(p) for p in prompts]
         seed = self._seed(params)
         with shared.lock:
-            rt = shared.runtime
-            tokenized = [rt.tokenize(t) for t in texts]
+            tokenized = [shared.runtime.tokenize(t) for t in texts]
             for tokens in tokenized:
-                check_generation_fits(len(tokens), params, rt.n_ctx, self.name)
+                check_generation_fits(len(tokens), params, shared.runtime.n_ctx, self.name)
+            rt = shared.pool.pick(tokenized[0] if tokenized else [])
             try:
                 if self._ngrams is not None:
                     from specs_llamacpp.speculation import generate_speculative
@@ -314,11 +329,14 @@ class LlamaCppModel:
             groups.setdefault(prefix, []).append(i)
         results: list[TokenLogprobs | None] = [None] * len(prompts)
         with shared.lock:
-            rt = shared.runtime
+            tokenize = shared.runtime.tokenize
+            work = [
+                (tokenize(prefix), indices, [tokenize(prefix + continuations[i]) for i in indices])
+                for prefix, indices in groups.items()
+            ]
+            rt = shared.pool.pick(work[0][0] if work else [])
             try:
-                for prefix, indices in groups.items():
-                    prefix_tokens = rt.tokenize(prefix)
-                    fulls = [rt.tokenize(prefix + continuations[i]) for i in indices]
+                for prefix_tokens, indices, fulls in work:
                     for i, scored in zip(
                         indices, score_continuations(rt, prefix_tokens, fulls), strict=True
                     ):
@@ -372,9 +390,9 @@ class LlamaCppModel:
         text = self.render(prompt)
         seed = self._seed(params)
         with shared.lock:
-            rt = shared.runtime
-            tokens = rt.tokenize(text)
-            check_generation_fits(len(tokens), params, rt.n_ctx, self.name)
+            tokens = shared.runtime.tokenize(text)
+            check_generation_fits(len(tokens), params, shared.runtime.n_ctx, self.name)
+            rt = shared.pool.pick(tokens)
             session = None
             if self._ngrams is not None:
                 for p in proposals:

@@ -16,8 +16,8 @@ class LlamaCppOptions(BaseModel):
     ``hf_repo`` together with ``hf_file``.
 
     Roles whose load options (the model file, ``n_ctx``, ``n_threads``, ``n_batch``,
-    ``n_ubatch``, ``n_seq_max``, ``flash_attn``) are equal share one loaded model, even when their
-    other options differ.
+    ``n_ubatch``, ``n_seq_max``, ``flash_attn``, ``cache_slots``) are equal share one loaded
+    model, even when their other options differ.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,6 +47,16 @@ class LlamaCppOptions(BaseModel):
     )
     n_seq_max: int = Field(
         default=16, ge=1, le=256, description="most sequences decoded together (samples per batch)"
+    )
+    cache_slots: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description=(
+            "llama.cpp contexts on the loaded weights, each caching its own prompt prefix, so "
+            "that callers with unrelated prompts (a generator and an LLM judge on one model) do "
+            "not evict each other's cache; each costs one KV cache of n_ctx tokens"
+        ),
     )
     flash_attn: bool = Field(
         default=True,

@@ -5,7 +5,8 @@ from a prompt share its cells (``llama_memory_seq_cp`` adds a sequence id to the
 copying them). Sequence 0 is the "home" sequence: it holds the tokens of the last prompt or scored
 text, and :meth:`LlamaRuntime.evaluate` reuses the longest common token prefix with it, trimming the
 rest (``llama_memory_seq_rm``) before evaluating only what is new. Other sequences live only for
-the duration of one generation group.
+the duration of one generation group. :meth:`LlamaRuntime.sibling` opens another context on the
+same weights (loaded once), with a cache of its own.
 
 Nothing here is thread-safe: the owner holds one lock around every call (see ``model.py``).
 This module imports ``llama_cpp`` and ``numpy`` at import time; import it lazily.
@@ -26,12 +27,16 @@ import numpy as np
 import numpy.typing as npt
 from specs_core.errors import BackendError, ContextOverflowError
 
-__all__ = ["LlamaRuntime", "LoadOptions", "common_prefix"]
+__all__ = ["ContextPool", "LlamaRuntime", "LoadOptions", "common_prefix"]
 
 log = logging.getLogger(__name__)
 
-#: (path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn): what makes a model distinct.
-LoadOptions = tuple[str, int, int, int, int, int, bool]
+#: (path, n_ctx, n_threads, n_batch, n_ubatch, n_seq_max, flash_attn, cache_slots): what makes a
+#: loaded model distinct.
+LoadOptions = tuple[str, int, int, int, int, int, bool, int]
+
+#: A context's cache is reused for a prompt when it holds at least this share of its tokens.
+_MIN_REUSE_SHARE = 0.5
 
 _backend_ready = False
 _backend_lock = threading.Lock()
@@ -69,6 +74,8 @@ class LlamaRuntime:
         n_seq_max: most sequences alive at once.
         flash_attn: enable flash attention.
         verbose: let llama.cpp print its logs.
+        weights: a runtime whose loaded weights this one borrows instead of loading ``path``
+            (see :meth:`sibling`).
 
     Raises:
         BackendError: llama.cpp cannot load the file or create the context.
@@ -85,12 +92,19 @@ class LlamaRuntime:
         n_seq_max: int,
         flash_attn: bool = False,
         verbose: bool = False,
+        weights: LlamaRuntime | None = None,
     ) -> None:
         _init_backend()
         llama_cpp._logger.set_verbose(verbose)
         self.path = path
-        self._model = llama_cpp.llama_model_load_from_file(
-            str(path).encode("utf-8"), llama_cpp.llama_model_default_params()
+        self._options = (n_threads, n_ubatch, flash_attn, verbose)  # the rest is read back below
+        self._owns_model = weights is None
+        self._model: llama_cpp.llama_model_p | None = (
+            weights._model
+            if weights is not None
+            else llama_cpp.llama_model_load_from_file(
+                str(path).encode("utf-8"), llama_cpp.llama_model_default_params()
+            )
         )
         if not self._model:
             raise BackendError(
@@ -113,7 +127,8 @@ class LlamaRuntime:
         params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not self._ctx:
-            llama_cpp.llama_model_free(self._model)
+            if self._owns_model:
+                llama_cpp.llama_model_free(self._model)
             self._model = None
             raise BackendError(
                 f"llama.cpp could not create a context of {n_ctx} tokens x {n_seq_max} sequences "
@@ -131,6 +146,24 @@ class LlamaRuntime:
         self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._tokenizer_id: str | None = None
+
+    def sibling(self) -> LlamaRuntime:
+        """Another context on these weights (not loaded again), with its own cache and batch.
+
+        The weights stay owned by this runtime: close the sibling first.
+        """
+        n_threads, n_ubatch, flash_attn, verbose = self._options
+        return LlamaRuntime(
+            self.path,
+            n_ctx=self.n_ctx,
+            n_threads=n_threads,
+            n_batch=self.n_batch,
+            n_ubatch=n_ubatch,
+            n_seq_max=self.n_seq_max,
+            flash_attn=flash_attn,
+            verbose=verbose,
+            weights=self,
+        )
 
     # -- metadata and tokens -----------------------------------------------------------------
 
@@ -357,7 +390,7 @@ class LlamaRuntime:
         return tuple(self._seq0)
 
     def close(self) -> None:
-        """Free the batch, the context and the model. Calling it twice is harmless."""
+        """Free the batch, the context and the owned model. Calling it twice is harmless."""
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
@@ -365,5 +398,63 @@ class LlamaRuntime:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         if self._model:
-            llama_cpp.llama_model_free(self._model)
+            if self._owns_model:
+                llama_cpp.llama_model_free(self._model)
             self._model = None
+
+
+class ContextPool:
+    """Up to ``size`` contexts on one model's weights, each with its own prompt cache.
+
+    Callers of one model that send unrelated prompts in turn (a generator and an LLM judge on
+    the same weights) would otherwise evict each other's cached prefix at every call. A prompt
+    goes to the context holding the longest prefix of it, when that covers at least half of its
+    tokens; otherwise to an empty context, a new one while fewer than ``size`` are open, or else
+    the least recently used (whose cache it replaces). Contexts open on first need.
+
+    Args:
+        first: the runtime that owns the weights (used first; closed last).
+        size: most contexts, ``first`` included.
+    """
+
+    def __init__(self, first: LlamaRuntime, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a context pool needs at least 1 context, got {size}")
+        self.first = first
+        self.size = size
+        self._contexts = [first]
+        self._last_used = [0]
+        self._clock = 0
+
+    @property
+    def contexts(self) -> tuple[LlamaRuntime, ...]:
+        """The contexts opened so far, ``first`` first."""
+        return tuple(self._contexts)
+
+    def pick(self, tokens: Sequence[int]) -> LlamaRuntime:
+        """The context that should evaluate a prompt of ``tokens`` (see the class docstring)."""
+        reuse = [common_prefix(rt.cached_tokens, tokens) for rt in self._contexts]
+        best = max(range(len(reuse)), key=lambda i: (reuse[i], self._last_used[i]))
+        if not reuse[best] or reuse[best] < _MIN_REUSE_SHARE * len(tokens):
+            empty = [i for i, rt in enumerate(self._contexts) if not rt.cached_tokens]
+            if empty:
+                best = empty[0]
+            elif len(self._contexts) < self.size:
+                self._contexts.append(self.first.sibling())
+                self._last_used.append(0)
+                best = len(self._contexts) - 1
+            else:
+                best = min(range(len(reuse)), key=self._last_used.__getitem__)
+        self._clock += 1
+        self._last_used[best] = self._clock
+        return self._contexts[best]
+
+    def reset(self) -> None:
+        """Forget every context's cache."""
+        for rt in self._contexts:
+            rt.reset()
+
+    def close(self) -> None:
+        """Close every context, the owner of the weights last."""
+        for rt in reversed(self._contexts):
+            rt.close()
