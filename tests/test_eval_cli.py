@@ -150,15 +150,16 @@ def test_max_problems_advances_a_run_in_slices(tmp_path: Path) -> None:
     assert run(base) == 0 and _ids(out) == ids
 
 
-def test_max_problems_below_one_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("option", ["--max-problems", "--until"])
+def test_a_problem_count_below_one_is_a_usage_error(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from specs_core.cli import run
 
     data = write_toy_dataset(tmp_path / "toy.jsonl", size=2)
     args = ["bench", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--out", str(tmp_path)]
-    assert run([*args, "--max-problems", "0"]) == 2
-    assert "--max-problems" in capsys.readouterr().err
+    assert run([*args, option, "0"]) == 2
+    assert option in capsys.readouterr().err
     assert not (tmp_path / "results.jsonl").exists()
 
 
@@ -181,18 +182,6 @@ def test_until_ends_a_turn_at_a_count_and_a_run_left_behind_catches_up(tmp_path:
     ids = [_ids(out / v) for v in ("tau_acc=3", "tau_acc=7")]
     assert ids[0] == ids[1] and len(ids[0]) == 4 and len(set(ids[0])) == 4
     assert json.loads((out / "tau_acc=7" / "summary.json").read_text())["n"] == 4
-
-
-def test_until_below_one_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from specs_core.cli import run
-
-    data = write_toy_dataset(tmp_path / "toy.jsonl", size=2)
-    args = ["bench", *toy_cli_args(data), "--config", str(TOY_CONFIG), "--out", str(tmp_path)]
-    assert run([*args, "--until", "0"]) == 2
-    assert "--until" in capsys.readouterr().err
-    assert not (tmp_path / "results.jsonl").exists()
 
 
 @pytest.mark.slow
