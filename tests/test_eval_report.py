@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from specs_core import Specs
 from specs_core.errors import InvalidInputError
-from specs_core.eval.report import load_run, pareto_front, write_report
+from specs_core.eval.report import latency_ratio, load_run, pareto_front, write_report
 from specs_core.eval.runner import run_bench
 from specs_core.eval.sweep import bench_spec, resolve_config
 
@@ -56,14 +56,16 @@ def test_markdown_compares_runs_against_the_baseline(runs: dict[str, Path]) -> N
         summary = load_run(runs[name]).summary
         assert cells["policy"] == "specs" and cells["n"] == "12"
         ratio = summary["latency_s"]["mean"] / base["latency_s"]["mean"]
-        assert cells["latency ratio"] == f"{ratio:.2f}×"
+        assert cells["latency ratio"] == f"{ratio:.2f}× (n=12)"
+        assert cells["median per-problem ratio"].endswith("×")
         assert cells["accuracy (95% CI)"].startswith(f"{100 * summary['accuracy']:.1f}%")
         diff = 100 * (summary["accuracy"] - base["accuracy"])
         assert cells["Δ accuracy vs baseline (95% CI; p)"].startswith(f"{diff:+.1f} pp [")
         assert cells["Δ accuracy vs baseline (95% CI; p)"].endswith("(n=12)")
         assert cells["draft-step share"].endswith("%")
     beam = dict(zip(columns, _table_row(text, "beam"), strict=True))
-    assert beam["latency ratio"] == "1.00×"
+    assert beam["latency ratio"] == "1.00× (n=12)"
+    assert beam["median per-problem ratio"] == "1.00×"
     assert beam["Δ accuracy vs baseline (95% CI; p)"] == "baseline"
     assert beam["draft-step share"] == "0.0%" and beam["acceptance rate"] == "–"
     assert "## Mean latency per phase (s)" in text and "## Tokens per problem" in text
@@ -79,7 +81,41 @@ def test_paired_difference_uses_only_shared_problems(runs: dict[str, Path], tmp_
     text = write_report([runs["beam"], partial])
     cells = _table_row(text, "partial")
     assert cells[3] == "5/12 (incomplete)"
-    assert cells[8].endswith("(n=5)")
+    assert cells[7].endswith("(n=5)")  # the latency ratio
+    assert cells[9].endswith("(n=5)")  # the accuracy difference
+
+
+def _write_rows(path: Path, latencies: dict[str, float | None]) -> Path:
+    """A run directory whose problems took the given seconds (``None``: the problem raised)."""
+    path.mkdir()
+    rows = [
+        {
+            "id": pid,
+            "dataset": "toy",
+            "policy": "beam_search",
+            "correct": seconds is not None,
+            "error": None if seconds is not None else "BackendError: the engine crashed",
+            "latency_s": {} if seconds is None else {"total": seconds},
+        }
+        for pid, seconds in latencies.items()
+    ]
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_latency_ratio_is_paired_on_problems_both_runs_finished(tmp_path: Path) -> None:
+    base = _write_rows(tmp_path / "base", {"a": 10.0, "b": 10.0, "c": 100.0, "d": 5.0})
+    # "d" raised in the run and "e" is not in the baseline: both are left out of the ratio.
+    run = _write_rows(tmp_path / "mixed", {"a": 5.0, "b": 8.0, "c": 200.0, "d": None, "e": 1.0})
+    ratio = latency_ratio(load_run(run), load_run(base))
+    assert ratio is not None and ratio.n == 3
+    assert ratio.total == pytest.approx(213.0 / 120.0)  # the long problem dominates the total
+    assert ratio.median == pytest.approx(0.8)  # the per-problem ratios are 0.5, 0.8 and 2.0
+    cells = _table_row(write_report([base, run]), "mixed")
+    assert cells[7:9] == ["1.77× (n=3)", "0.80×"]
+    lone = _write_rows(tmp_path / "lone", {"z": 1.0})
+    assert latency_ratio(load_run(lone), load_run(base)) is None
+    assert _table_row(write_report([base, lone]), "lone")[7:9] == ["–", "–"]
 
 
 def test_both_plots_are_written_from_results_only(runs: dict[str, Path], tmp_path: Path) -> None:

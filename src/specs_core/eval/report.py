@@ -3,15 +3,17 @@
 No model is loaded: a report can be made from committed results on any machine.
 
 The table gives, per run: accuracy with its 95% Wilson interval; mean and median latency; the
-latency ratio (the run's mean latency over the baseline's: below 1 is faster); the paired
-accuracy difference against the baseline on the problems both runs solved, with Agresti-Min's
-95% interval and the exact McNemar p-value; the draft-step share; and the acceptance rate.
+paired latency ratio against the baseline on the problems both runs finished (total over total,
+and the median of the per-problem ratios: below 1 is faster); the paired accuracy difference
+against the baseline on the problems both runs attempted, with Agresti-Min's 95% interval and
+the exact McNemar p-value; the draft-step share; and the acceptance rate.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,10 @@ from specs_core.eval.stats import PairedDifference, paired_difference
 from specs_core.types import PHASES
 
 __all__ = [
+    "LatencyRatio",
     "Run",
     "find_run_dirs",
+    "latency_ratio",
     "load_run",
     "pareto_front",
     "plot_accuracy_latency",
@@ -55,6 +59,44 @@ class Run:
     def correct_by_problem(self) -> dict[tuple[str, str], bool]:
         """``(dataset, id) -> correct`` for every row."""
         return {(str(r.get("dataset")), str(r["id"])): bool(r.get("correct")) for r in self.rows}
+
+    def latency_by_problem(self) -> dict[tuple[str, str], float]:
+        """``(dataset, id) -> total seconds`` for every row that finished without error."""
+        return {
+            (str(r.get("dataset")), str(r["id"])): float(r["latency_s"]["total"])
+            for r in self.rows
+            if not r.get("error") and "total" in r.get("latency_s", {})
+        }
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """A run's latency against the baseline's on the problems both finished without error.
+
+    Attributes:
+        total: the run's summed latency over the baseline's (the ratio of means on those
+            problems).
+        median: the median of the per-problem ratios, which one long problem cannot swing.
+        n: the number of shared problems.
+    """
+
+    total: float
+    median: float
+    n: int
+
+
+def latency_ratio(run: Run, baseline: Run) -> LatencyRatio | None:
+    """The paired latency ratio of ``run`` against ``baseline``; ``None`` without a shared
+    problem with positive baseline latency."""
+    mine, base = run.latency_by_problem(), baseline.latency_by_problem()
+    shared = sorted(k for k in set(mine) & set(base) if base[k] > 0)
+    if not shared:
+        return None
+    return LatencyRatio(
+        total=sum(mine[k] for k in shared) / sum(base[k] for k in shared),
+        median=statistics.median(mine[k] / base[k] for k in shared),
+        n=len(shared),
+    )
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -143,38 +185,46 @@ def _n_text(run: Run) -> str:
     return text
 
 
+def _ratio_text(ratio: LatencyRatio | None) -> tuple[str, str]:
+    if ratio is None:
+        return "–", "–"
+    return f"{ratio.total:.2f}× (n={ratio.n})", f"{ratio.median:.2f}×"
+
+
 def render_markdown(runs: Sequence[Run], baseline: Run) -> str:
     """The comparison tables of ``runs`` against ``baseline`` as markdown."""
-    base_lat = baseline.summary["latency_s"]["mean"]
     lines = [
         "# Benchmark report",
         "",
         f"Baseline: `{baseline.name}` ({baseline.path}).",
         "",
         "| run | policy | dataset | n | accuracy (95% CI) | mean latency (s) "
-        "| median latency (s) | latency ratio | Δ accuracy vs baseline (95% CI; p) "
-        "| draft-step share | acceptance rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| median latency (s) | latency ratio | median per-problem ratio "
+        "| Δ accuracy vs baseline (95% CI; p) | draft-step share | acceptance rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         s = run.summary
         ci = s["accuracy_ci95"]
         acc = "–" if ci is None else f"{_pct(s['accuracy'])} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-        mean = s["latency_s"]["mean"]
-        ratio = "–" if mean is None or not base_lat else f"{mean / base_lat:.2f}×"
+        ratio, median_ratio = _ratio_text(latency_ratio(run, baseline))
         paired = "baseline" if run is baseline else _paired_text(_paired(run, baseline))
         lines.append(
             f"| {run.name} | {s.get('policy') or '–'} | {s.get('dataset') or '–'} | "
-            f"{_n_text(run)} | {acc} | {_secs(mean)} | {_secs(s['latency_s']['median'])} | "
-            f"{ratio} | {paired} | {_pct(s['draft_step_share'])} | {_pct(s['acceptance_rate'])} |"
+            f"{_n_text(run)} | {acc} | {_secs(s['latency_s']['mean'])} | "
+            f"{_secs(s['latency_s']['median'])} | {ratio} | {median_ratio} | {paired} | "
+            f"{_pct(s['draft_step_share'])} | {_pct(s['acceptance_rate'])} |"
         )
     lines += [
         "",
-        "Latency ratio: the run's mean latency over the baseline's (below 1 is faster). "
-        "Δ accuracy: paired difference in percentage points on the problems both runs attempted, "
-        "with Agresti-Min's 95% interval and the exact McNemar p-value. Draft-step share: "
-        "committed steps written by the draft; acceptance rate: accepted over proposed draft "
-        "steps. Problems that raised count as wrong and are left out of latency figures.",
+        "Latency ratio: the run's total latency over the baseline's on the problems both "
+        "finished (n of them), the ratio of means on those problems; median per-problem ratio: "
+        "the median of the run's latency over the baseline's, problem by problem, which one "
+        "long problem cannot swing. Below 1 is faster. Δ accuracy: paired difference in "
+        "percentage points on the problems both runs attempted, with Agresti-Min's 95% interval "
+        "and the exact McNemar p-value. Draft-step share: committed steps written by the draft; "
+        "acceptance rate: accepted over proposed draft steps. Problems that raised count as "
+        "wrong and are left out of latency figures.",
         "",
         "## Mean latency per phase (s)",
         "",
