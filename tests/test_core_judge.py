@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -55,6 +56,24 @@ def test_score_rewards_every_step_with_its_own_prefix() -> None:
     assert "Is step 3 correct" in prompts[4].question
     assert judge.take_token_usage() == {"prompt": 4 * 7, "cached": 0}
     assert judge.take_token_usage() == {"prompt": 0, "cached": 0}
+
+
+def test_concurrent_searches_each_take_their_own_tokens() -> None:
+    judge = JudgeRewardModel(_ScriptedScorer())
+    both_scored = threading.Barrier(2)
+    taken: dict[int, dict[str, int]] = {}
+
+    def search(partials: int) -> None:
+        judge.score_last("q", [["good"]] * partials)
+        both_scored.wait()  # each takes only after the other has scored too
+        taken[partials] = dict(judge.take_token_usage())
+
+    threads = [threading.Thread(target=search, args=(n,)) for n in (1, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert taken == {1: {"prompt": 7, "cached": 0}, 3: {"prompt": 3 * 7, "cached": 0}}
 
 
 def test_template_must_keep_placeholders() -> None:

@@ -61,6 +61,18 @@ def test_score_sends_every_prefix_in_one_request(
     assert usage["prompt"] > 3 * 20 and prm.take_token_usage() == {"prompt": 0, "cached": 0}
 
 
+def test_tokens_of_every_batch_are_taken_on_the_calling_thread(server: ServerProcess) -> None:
+    single = SGLangRewardModel(SGLangRewardOptions(url=server.url))
+    split = SGLangRewardModel(SGLangRewardOptions(url=server.url, max_batch=1))  # 3 requests
+    try:
+        single.score(QUESTION, [STEPS])
+        split.score(QUESTION, [STEPS])  # the transport's workers send the requests
+        assert split.take_token_usage()["prompt"] == single.take_token_usage()["prompt"] > 0
+    finally:
+        single.close()
+        split.close()
+
+
 def test_output_transforms(server: ServerProcess, prm: SGLangRewardModel) -> None:
     [p] = prm.score_last(QUESTION, [STEPS])
     sigmoid = SGLangRewardModel(SGLangRewardOptions(url=server.url, output="sigmoid"))

@@ -69,24 +69,34 @@ def score_every_prefix(
 
 
 class TokenTally:
-    """Tokens a reward model evaluated, handed out by ``take_token_usage`` (thread-safe)."""
+    """Tokens a reward model evaluated, handed out by ``take_token_usage``, kept per thread.
+
+    A search takes the tokens right after its own scoring call, on the thread that made it; other
+    searches scoring on the same model from other threads (a LangChain batch on one ``Specs``)
+    keep their counts apart. ``add`` must therefore run on the thread that called the model, not
+    on a worker the model fans out to.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._prompt = 0
-        self._cached = 0
+        self._local = threading.local()
+
+    def _counts(self) -> list[int]:
+        counts: list[int] | None = getattr(self._local, "counts", None)
+        if counts is None:
+            counts = self._local.counts = [0, 0]
+        return counts
 
     def add(self, *, prompt: int, cached: int = 0) -> None:
-        """Count tokens of one model call."""
-        with self._lock:
-            self._prompt += prompt
-            self._cached += cached
+        """Count the tokens of one model call made on this thread."""
+        counts = self._counts()
+        counts[0] += prompt
+        counts[1] += cached
 
     def take(self) -> dict[str, int]:
-        """The counts since the last ``take``, reset to zero."""
-        with self._lock:
-            usage = {"prompt": self._prompt, "cached": self._cached}
-            self._prompt = self._cached = 0
+        """This thread's counts since its last ``take``, reset to zero."""
+        counts = self._counts()
+        usage = {"prompt": counts[0], "cached": counts[1]}
+        counts[0] = counts[1] = 0
         return usage
 
 
@@ -100,7 +110,8 @@ class GuardedRewardModel:
     (the reward of each solution's last step) when scoring every step costs more than scoring the
     last one (the LLM judge does); the guard uses it when only last-step rewards are needed. A
     reward model that runs a language model may implement ``take_token_usage() -> {"prompt": int,
-    "cached": int}`` (tokens since the last call); the guard adds them to the search's accounting.
+    "cached": int}`` (the tokens its calls on the calling thread evaluated since that thread's
+    last take, see :class:`TokenTally`); the guard adds them to the search's accounting.
 
     Args:
         model: the reward model.

@@ -124,7 +124,7 @@ class SGLangRewardModel:
         where = f"{transport.where} {path}"
         unique = list(dict.fromkeys(texts))
 
-        def run(batch: Sequence[str]) -> list[float]:
+        def run(batch: Sequence[str]) -> tuple[list[float], int, int]:
             outputs = transport.request("POST", path, {"text": list(batch)})
             if not isinstance(outputs, list) or len(outputs) != len(batch):
                 got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
@@ -137,11 +137,12 @@ class SGLangRewardModel:
                 if isinstance(meta, Mapping):
                     prompt += int(meta.get("prompt_tokens") or 0)
                     cached += int(meta.get("cached_tokens") or 0)
-            self._tally.add(prompt=prompt, cached=cached)
-            return rewards
+            return rewards, prompt, cached
 
         done = transport.map(run, list(chunks(unique, self.options.max_batch)))
-        table = dict(zip(unique, (r for rows in done for r in rows), strict=True))
+        # Counted here, on the caller's thread, not in the transport's workers (see TokenTally).
+        self._tally.add(prompt=sum(d[1] for d in done), cached=sum(d[2] for d in done))
+        table = dict(zip(unique, (r for rows, _, _ in done for r in rows), strict=True))
         return [table[t] for t in texts]
 
     def score_last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
