@@ -58,15 +58,20 @@ class Run:
 
     def correct_by_problem(self) -> dict[tuple[str, str], bool]:
         """``(dataset, id) -> correct`` for every row."""
-        return {(str(r.get("dataset")), str(r["id"])): bool(r.get("correct")) for r in self.rows}
+        return {_problem(r): bool(r.get("correct")) for r in self.rows}
 
     def latency_by_problem(self) -> dict[tuple[str, str], float]:
         """``(dataset, id) -> total seconds`` for every row that finished without error."""
         return {
-            (str(r.get("dataset")), str(r["id"])): float(r["latency_s"]["total"])
+            _problem(r): float(r["latency_s"]["total"])
             for r in self.rows
             if not r.get("error") and "total" in r.get("latency_s", {})
         }
+
+
+def _problem(row: dict[str, Any]) -> tuple[str, str]:
+    """The key pairing a row with the same problem in another run."""
+    return str(row.get("dataset")), str(row["id"])
 
 
 @dataclass(frozen=True)
