@@ -16,21 +16,16 @@ are left out.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from specs_core.eval.report import Run, find_run_dirs, load_run
-
-
-def _key(row: dict[str, Any]) -> tuple[str, str]:
-    return (str(row.get("dataset")), str(row.get("id")))
+from specs_core.eval.report import Run, find_run_dirs, load_run, problem_key
 
 
 def same_work(run: Run, baseline: Run) -> list[tuple[int, float, float]]:
     """``(position in the baseline, baseline latency, run latency)`` of the same-work problems."""
-    rows = {_key(r): r for r in run.rows if not r.get("error")}
+    rows = {problem_key(r): r for r in run.rows if not r.get("error")}
     pairs = []
     for position, base in enumerate(baseline.rows):
-        other = rows.get(_key(base))
+        other = rows.get(problem_key(base))
         if base.get("error") or other is None or other.get("tokens") != base.get("tokens"):
             continue
         pairs.append((position, base["latency_s"]["total"], other["latency_s"]["total"]))

@@ -33,6 +33,7 @@ __all__ = [
     "pareto_front",
     "plot_accuracy_latency",
     "plot_latency_phases",
+    "problem_key",
     "render_markdown",
     "write_report",
 ]
@@ -58,18 +59,18 @@ class Run:
 
     def correct_by_problem(self) -> dict[tuple[str, str], bool]:
         """``(dataset, id) -> correct`` for every row."""
-        return {_problem(r): bool(r.get("correct")) for r in self.rows}
+        return {problem_key(r): bool(r.get("correct")) for r in self.rows}
 
     def latency_by_problem(self) -> dict[tuple[str, str], float]:
         """``(dataset, id) -> total seconds`` for every row that finished without error."""
         return {
-            _problem(r): float(r["latency_s"]["total"])
+            problem_key(r): float(r["latency_s"]["total"])
             for r in self.rows
             if not r.get("error") and "total" in r.get("latency_s", {})
         }
 
 
-def _problem(row: dict[str, Any]) -> tuple[str, str]:
+def problem_key(row: dict[str, Any]) -> tuple[str, str]:
     """The key pairing a row with the same problem in another run."""
     return str(row.get("dataset")), str(row["id"])
 
