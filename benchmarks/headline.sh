@@ -9,12 +9,17 @@
 # after each turn, so the tables can be read part-way with every run on the same problems. A turn
 # ends at a count (`--until`), not after a number of problems: run the script again after a stop
 # or a crash and every run is first brought to the same count, then the turns go on.
+# SETS="gsm8k" (or "math500") advances one dataset only, in the same turns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/headline}
 SLICE=${2:-5}
 SPECS=${SPECS:-.venv/bin/specs}
+SETS=" ${SETS:-gsm8k math500} "
 declare -A SIZE=([gsm8k]=100 [math500]=50)
+for set in $SETS; do
+  [[ -v SIZE[$set] ]] || { echo "SETS: unknown dataset '$set' (use gsm8k, math500)" >&2; exit 2; }
+done
 RUNS=(target_beam_search draft_beam_search rsd best_of_n)
 declare -A POLICY=(
   [target_beam_search]=beam_search [draft_beam_search]=draft_beam_search
@@ -23,6 +28,7 @@ declare -A POLICY=(
 
 turn() {  # every run of one dataset brought to COUNT problems, then its report
   local set=$1 count=$2 dir=$OUT/$1
+  [[ $SETS == *" $set "* ]] || return 0
   local common=(--dataset "$set" --limit "${SIZE[$set]}" --sample-seed 0 --set policy.n=4
                 --until "$count" --no-progress)
   for run in "${RUNS[@]}"; do
