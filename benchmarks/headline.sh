@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/headline}
 SLICE=${2:-5}
 SPECS=${SPECS:-.venv/bin/specs}
-SETS=" ${SETS:-gsm8k math500} "
 declare -A SIZE=([gsm8k]=100 [math500]=50)
+SETS=" ${SETS:-${!SIZE[*]}} "
 for set in $SETS; do
-  [[ -v SIZE[$set] ]] || { echo "SETS: unknown dataset '$set' (use gsm8k, math500)" >&2; exit 2; }
+  [[ -v SIZE[$set] ]] || { echo "SETS: unknown dataset '$set' (use ${!SIZE[*]})" >&2; exit 2; }
 done
 RUNS=(target_beam_search draft_beam_search rsd best_of_n)
 declare -A POLICY=(
