@@ -15,17 +15,19 @@ from pydantic import BaseModel, ConfigDict
 from specs_core.accounting import Accountant
 from specs_core.errors import BackendError
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import RegisterBackend, RegisterPolicy, Roles
-from specs_core.protocols import Capabilities
+from specs_core.plugins import RegisterBackend, RegisterPolicy
+from specs_core.protocols import Capabilities, Roles
 from specs_core.testing.toy import ToyLanguageModel
 from specs_core.types import (
     Completion,
+    Decision,
     Prompt,
     SamplingParams,
     SearchResult,
     StepCallback,
     StepRecord,
     StepSource,
+    StopReason,
 )
 
 QUESTION = "What is 2 + 3?"
@@ -136,7 +138,7 @@ class GatedPolicy:
                     reward=None,
                     drafted=False,
                     accepted=None,
-                    decision="target",
+                    decision=Decision.TARGET,
                 )
                 records.append(record)
                 if on_step is not None:
@@ -156,9 +158,7 @@ class GatedPolicy:
             solution_steps=tuple(r.text for r in records),
             final_score=None,
             finished=True,
-            accepted_draft_steps=0,
-            rejected_draft_steps=0,
-            switches=0,
+            stop_reason=StopReason.FINISHED,
             usage=acct.finish(),
         )
 

@@ -45,12 +45,8 @@ def test_tokens_are_counted_per_model_with_shared_prefill() -> None:
     acct.add_generation("draft", [[c, c, c]])
     acct.add_scoring("target", [TokenLogprobs((5, 6, 7), (-1.0, -1.0, -1.0), prompt_tokens=10)])
     usage = acct.finish()
-    assert usage.tokens["draft"].as_dict() == {
-        "prompt": 10,
-        "generated": 6,
-        "cached": 4,
-        "calls": 1,
-    }
+    draft = usage.tokens["draft"]
+    assert (draft.prompt, draft.generated, draft.cached, draft.calls) == (10, 6, 4, 1)
     assert usage.tokens["target"].prompt == 13
 
 

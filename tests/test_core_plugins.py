@@ -23,14 +23,20 @@ def _backend_factory(options: Any) -> None:
 
 
 def test_builtins_register_through_the_hooks() -> None:
-    registry = build_registry(entry_points=False)
-    assert {"specs", "beam_search", "best_of_n", "rsd", "majority", "greedy"} <= set(
-        registry.policies
-    )
-    assert {"toy", "llamacpp", "transformers", "sglang", "openai"} <= set(registry.backends)
-    assert {"judge", "toy"} <= set(registry.reward_models)
+    core = build_registry(entry_points=False)
+    assert {"specs", "beam_search", "best_of_n", "rsd", "majority", "greedy"} <= set(core.policies)
+    assert set(core.backends) == {"toy"}  # the core names no engine backend
+    assert {"judge", "toy"} <= set(core.reward_models)
+    assert core.failures == []
+    assert core.backend("toy").plugin == "specs_core.testing.plugin"
+
+
+def test_bundled_backends_register_as_entry_point_plugins() -> None:
+    registry = build_registry(env={LOAD_PLUGINS_ENV: "llamacpp,transformers,sglang,openai"})
     assert registry.failures == []
-    assert registry.backend("toy").plugin == "specs_core.testing.plugin"
+    for name in ("llamacpp", "transformers", "sglang", "openai"):
+        assert registry.backend(name).plugin == name  # registered by the entry point `name`
+    assert "sglang-prm" in registry.reward_models
 
 
 def test_extra_plugin_registers_a_backend() -> None:

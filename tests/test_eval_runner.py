@@ -76,7 +76,7 @@ def test_a_search_that_runs_out_of_context_is_a_row_marked_stopped(
         run_bench(specs, _spec(problems[:3], overrides), out, progress=False)
     rows = _rows(out)
     assert rows and all(r["error"] is None for r in rows)
-    assert all(r["stopped"] == "context" and r["finished"] is False for r in rows)
+    assert all(r["stop_reason"] == "context" and r["finished"] is False for r in rows)
     assert all(r["draft_steps"] + r["target_steps"] >= 1 and r["text"] for r in rows)
 
 

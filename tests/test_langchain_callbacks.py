@@ -37,6 +37,7 @@ CANDIDATE_KEYS = {
     "reward",
     "score",
     "accepted",
+    "draft_prefix_tokens",
 }
 
 

@@ -53,7 +53,7 @@ def invoked(chain):
 
 def same_search(a: SpecsOutput, b: SpecsOutput) -> None:
     """Equal texts and decisions; scores equal up to float noise of the engine's cache state."""
-    assert (a.solution, a.answer, a.policy) == (b.solution, b.answer, b.policy)
+    assert (a.text, a.answer, a.policy) == (b.text, b.answer, b.policy)
     assert [(s.text, s.source, s.decision) for s in a.steps] == [
         (s.text, s.source, s.decision) for s in b.steps
     ]
@@ -92,7 +92,7 @@ def test_real_batch_runs_concurrent_searches_on_the_shared_model(smollm2, chain)
     )
     assert [out.question for out in batched] == list(QUESTIONS)
     for out in batched:
-        assert out.steps and out.solution == "".join(out.solution_steps)
+        assert out.steps and out.text == "".join(out.solution_steps)
         assert all(s.reward is not None and 0.0 <= s.reward <= 1.0 for s in out.steps)
         assert out.tokens["smollm2-135m"].generated > 0
     assert len(recorder.of(STEP_EVENT)) == sum(len(out.steps) for out in batched)

@@ -48,7 +48,7 @@ def test_result_and_solution_outputs(runnable):
     result = runnable.model_copy(update={"output": "result"}).invoke(QUESTION)
     solution = runnable.model_copy(update={"output": "solution"}).invoke(QUESTION)
     assert isinstance(result, SpecsOutput)
-    assert solution == result.solution
+    assert solution == result.text
     assert result.answer == runnable.invoke(QUESTION)
     assert result.policy == "specs"
     assert set(result.latency_s) >= {"draft_generate", "target_generate", "reward", "total"}
@@ -56,7 +56,7 @@ def test_result_and_solution_outputs(runnable):
     assert result.tokens["toy-target"].generated > 0
     assert [s.index for s in result.steps] == list(range(len(result.steps)))
     assert result.draft_steps + result.target_steps == len(result.steps)
-    assert "".join(result.solution_steps) == result.solution
+    assert "".join(result.solution_steps) == result.text
 
 
 def test_yaml_config(tmp_path):
@@ -167,7 +167,7 @@ def test_stream_yields_steps_then_the_same_final_output(runnable):
     assert comparable(last) == comparable(final)
     assert all(isinstance(c, StepChunk) for c in steps)
     assert [c.step for c in steps] == list(final.steps)
-    assert "".join(steps) == final.solution
+    assert "".join(steps) == final.text
     assert list(runnable.stream(QUESTION))[-1] == runnable.invoke(QUESTION)
 
 

@@ -23,8 +23,9 @@ from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, T
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip extra llamacpp)")
 
+from specs_core.backend_kit.artifacts import EMBEDDED_MODELS
+
 from specs_llamacpp import LlamaCppModel, LlamaCppOptions, loaded_model_count, model_status
-from specs_llamacpp.models import EMBEDDED_MODELS
 
 pytestmark = pytest.mark.llamacpp
 
@@ -232,7 +233,7 @@ def test_samples_split_into_groups_are_the_same_samples() -> None:
 
 
 def test_roles_naming_the_same_file_share_one_loaded_model(model: LlamaCppModel) -> None:
-    from specs_core.engine import Specs
+    from specs_core.solver import Specs
 
     model.runtime  # noqa: B018 - loads the module model
     before = loaded_model_count()
@@ -258,7 +259,7 @@ def test_registry_builds_the_backend_and_rejects_bad_options() -> None:
     from specs_core.errors import ConfigError
     from specs_core.plugins import build_registry
 
-    spec = build_registry(entry_points=False).backend("llamacpp")
+    spec = build_registry().backend("llamacpp")
     assert spec.unavailable_reason() is None
     assert spec.extra == "llamacpp"
     built = spec.factory(validate_options({"model": "smollm2-135m"}, spec.options, "target"))

@@ -15,11 +15,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from specs_core.errors import InvalidInputError, ModelNotFoundError
-from typer.testing import CliRunner
-
-from specs_llamacpp import cli
-from specs_llamacpp.models import (
+from specs_core.backend_kit.artifacts import (
     CACHE_DIR_ENV,
     EMBEDDED_MODELS,
     EmbeddedModel,
@@ -30,6 +26,10 @@ from specs_llamacpp.models import (
     prepare_embedded,
     resolve_model_path,
 )
+from specs_core.errors import InvalidInputError, ModelNotFoundError
+from typer.testing import CliRunner
+
+from specs_llamacpp import cli
 from specs_llamacpp.options import LlamaCppOptions
 
 PART_BYTES = (b"GGUF" + b"a" * 3000, b"b" * 2500, b"c" * 1234)

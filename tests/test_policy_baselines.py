@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from specs_core.plugins import Roles
 from specs_core.policies import (
     BeamSearchOptions,
     BeamSearchPolicy,
@@ -19,6 +18,7 @@ from specs_core.policies import (
     majority_vote,
     weighted_majority,
 )
+from specs_core.protocols import Roles
 from specs_core.types import StepSource
 
 from policy_doubles import ScriptedModel, ScriptedReward, cand

@@ -7,7 +7,8 @@ import os
 
 import pytest
 from specs_core.config import validate_options
-from specs_core.plugins import Roles, build_registry
+from specs_core.plugins import build_registry
+from specs_core.protocols import Roles
 from specs_core.testing import ToyLanguageModel, ToyRewardModel
 
 from golden_support import GOLDEN_FILE, case_key, cases, project

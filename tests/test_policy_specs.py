@@ -8,9 +8,8 @@ from collections import Counter
 
 import pytest
 from specs_core.errors import CapabilityError, ConfigError
-from specs_core.plugins import Roles
 from specs_core.policies import SpecsOptions, SpecsPolicy
-from specs_core.protocols import Capabilities
+from specs_core.protocols import Capabilities, Roles
 from specs_core.types import StepSource
 
 from policy_doubles import LENGTH, ScriptedModel, ScriptedReward, cand

@@ -9,9 +9,10 @@ import pytest
 from specs_core import Specs
 from specs_core.config import validate_options
 from specs_core.errors import ConfigError, ContextOverflowError
-from specs_core.plugins import Registry, Roles, build_registry
+from specs_core.plugins import Registry, build_registry
+from specs_core.protocols import Roles
 from specs_core.testing import ToyLanguageModel, ToyRewardModel
-from specs_core.types import PHASES, SearchResult, StepSource
+from specs_core.types import PHASES, SearchResult, StepSource, StopReason
 
 QUESTIONS = ["What is 2 + 3?", "Tom has 4 apples and buys 9 more. How many now?", "What is 7 + 8?"]
 
@@ -243,7 +244,7 @@ def test_a_search_whose_next_step_does_not_fit_ends_with_what_it_has(registry, n
     question = QUESTIONS[1]
     options = {"tau_acc": 0.0} if name == "specs" else {}
     full = solve(registry, _roles_with_context(4096), name, question, **options)
-    assert len(full.steps) >= 2 and "stopped" not in full.extra
+    assert len(full.steps) >= 2 and full.stop_reason is StopReason.FINISHED
     with pytest.raises(ContextOverflowError):  # not even the first step fits: nothing to return
         solve(registry, _roles_with_context(16), name, question, **options)
     # the smallest context in which the first step fits, but not the whole search
@@ -253,7 +254,7 @@ def test_a_search_whose_next_step_does_not_fit_ends_with_what_it_has(registry, n
         except ContextOverflowError:
             continue
         break
-    assert cut.extra["stopped"] == "context"
+    assert cut.stop_reason is StopReason.CONTEXT
     assert not cut.finished
     assert 1 <= len(cut.steps) < len(full.steps)
     # the same steps as without the limit; the last one is cut where the context ends

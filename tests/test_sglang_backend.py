@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from specs_core.backend_kit.chat import infer_template
 from specs_core.errors import BackendUnavailableError, ConfigError, ProtocolError
 from specs_core.plugins import build_registry
 from specs_core.testing import LANGUAGE_MODEL_CHECKS
@@ -25,7 +26,6 @@ from specs_core.types import FinishReason, Prompt, SamplingParams
 from servers.launch import ServerProcess, smollm2_path, start_fake_sglang
 from specs_sglang import SGLangModel, SGLangOptions, build_renderer
 from specs_sglang.backend import parse_token_entries
-from specs_sglang.templates import infer_template
 
 pytestmark = [pytest.mark.server, pytest.mark.llamacpp, pytest.mark.slow]
 
@@ -199,7 +199,7 @@ def test_packages_import_without_httpx_or_sglang() -> None:
 
 
 def test_registered_through_the_plugin_hooks() -> None:
-    registry = build_registry(entry_points=False)
+    registry = build_registry()
     assert registry.backend("sglang").extra == "sglang"
     assert registry.backend("openai").extra == "openai"
     assert registry.reward_model("sglang-prm").extra == "sglang"

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import pytest
 from specs_core.accounting import Accountant
-from specs_core.config import validate_options
-from specs_core.errors import ConfigError, InvalidInputError
-from specs_core.serialize import result_to_dict
-from specs_core.speculative import (
+from specs_core.backend_kit.ngram import (
     NgramSession,
     NgramTable,
     NgramTables,
     SpeculativeOptions,
     accept_by_sampling,
-    check_shared_tokenizer,
 )
+from specs_core.config import validate_options
+from specs_core.errors import ConfigError, InvalidInputError
+from specs_core.protocols import check_shared_tokenizer
+from specs_core.schema import ResultRecord
 from specs_core.testing import ToyLanguageModel
-from specs_core.types import Completion, FinishReason, SearchResult
+from specs_core.types import Completion, FinishReason, SearchResult, StopReason
 
 
 def test_table_proposes_what_followed_the_longest_matching_suffix() -> None:
@@ -184,12 +184,18 @@ def test_accounting_counts_draft_tokens_and_hybrid_steps() -> None:
     tokens = usage.tokens["target"]
     assert (tokens.draft_proposed, tokens.draft_accepted, tokens.draft_rounds) == (12, 6, 4)
     assert tokens.mean_accepted == 1.5
-    assert tokens.as_dict() == {"prompt": 5, "generated": 6, "cached": 0, "calls": 1}
+    assert (tokens.prompt, tokens.generated, tokens.cached, tokens.calls) == (5, 6, 0, 1)
     assert (usage.hybrid_steps, usage.hybrid_proposed, usage.hybrid_accepted) == (1, 40, 25)
     assert usage.latency_s["target_generate"] == pytest.approx(2.5)
-    result = SearchResult("q", "specs", "", None, (), (), None, False, 0, 0, 0, usage)
-    data = result_to_dict(result)
-    assert data["speculative"] == {
-        "target": {"proposed": 12, "accepted": 6, "rounds": 4, "mean_accepted": 1.5}
+    result = SearchResult("q", "specs", "", None, (), (), None, False, StopReason.MAX_STEPS, usage)
+    data = ResultRecord.from_result(result).to_json()
+    assert data["tokens"]["target"] == {
+        "prompt": 5,
+        "generated": 6,
+        "cached": 0,
+        "calls": 1,
+        "draft_proposed": 12,
+        "draft_accepted": 6,
+        "draft_rounds": 4,
     }
     assert data["hybrid"] == {"steps": 1, "proposed": 40, "accepted": 25}

@@ -21,10 +21,10 @@ from specs_core.types import Completion, Prompt, SamplingParams
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip extra llamacpp)")
 
 from specs_core import Specs
+from specs_core.backend_kit.artifacts import EMBEDDED_MODELS
 from specs_core.plugins import get_registry
 
 from specs_llamacpp import LlamaCppModel, LlamaCppOptions, model_status
-from specs_llamacpp.models import EMBEDDED_MODELS
 
 pytestmark = pytest.mark.llamacpp
 

@@ -13,11 +13,11 @@ from collections import Counter
 
 import pytest
 from specs_core import Specs
+from specs_core.backend_kit.ngram import SpeculativeOptions
 from specs_core.errors import ConfigError
-from specs_core.plugins import Roles
 from specs_core.policies.specs import SpecsOptions, SpecsPolicy
-from specs_core.serialize import result_to_dict
-from specs_core.speculative import SpeculativeOptions
+from specs_core.protocols import Roles
+from specs_core.schema import ResultRecord
 from specs_core.testing import ToyLanguageModel, ToyRewardModel, ToyTokenizer
 from specs_core.testing.toy_tokenizer import _BLOCK, EOS_ID  # the tokens the sampler draws
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, StepSource
@@ -283,7 +283,7 @@ def test_yaml_config_turns_on_the_drafter_and_the_hybrid() -> None:
     }
     with Specs.from_config(config) as specs:
         result = specs.solve("What is 4 + 9?")
-    data = result_to_dict(result)
-    assert data["speculative"]["toy-target"]["rounds"] > 0
+    data = ResultRecord.from_result(result).to_json()
+    assert data["tokens"]["toy-target"]["draft_rounds"] > 0
     assert data["hybrid"]["steps"] == result.usage.hybrid_steps > 0
     assert data["extra"]["hybrid"] is True

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("transformers", reason="the transformers extra is not installed")
 
-from specs_core.speculative import SpeculativeOptions
+from specs_core.backend_kit.ngram import SpeculativeOptions
 from specs_core.testing import check_language_model
 from specs_core.types import FinishReason, Prompt, SamplingParams
 

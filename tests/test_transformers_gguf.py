@@ -100,10 +100,7 @@ def test_conformance(smollm: TransformersModel, check: str) -> None:
 @pytest.fixture(scope="module")
 def llamacpp(gguf: Path) -> Any:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    registry = build_registry(entry_points=False)
-    if "llamacpp" not in registry.backends:
-        pytest.skip("the llamacpp backend is not registered")
-    spec = registry.backend("llamacpp")
+    spec = build_registry().backend("llamacpp")  # ships with specs: must be registered
     options = validate_options({"model": str(gguf), "n_threads": 2}, spec.options, "llamacpp")
     model = spec.factory(options)
     yield model

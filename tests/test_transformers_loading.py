@@ -155,7 +155,7 @@ def test_gguf_cache_key_follows_the_file(tmp_path: Path) -> None:
 
 
 def test_backend_is_registered_and_built_from_a_config(saved: Path) -> None:
-    registry = build_registry(entry_points=False)
+    registry = build_registry()
     spec = registry.backend("transformers")
     assert spec.extra == "transformers" and spec.unavailable_reason() is None
     config = {

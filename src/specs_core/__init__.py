@@ -9,7 +9,6 @@ verify the drafts; a soft verification keeps good drafts and hands hard steps to
 from __future__ import annotations
 
 from specs_core.config import SpecsConfig, load_config
-from specs_core.engine import Specs
 from specs_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -26,6 +25,7 @@ from specs_core.errors import (
 from specs_core.hookspecs import hookimpl
 from specs_core.protocols import Capabilities, Generator, LanguageModel, RewardModel, Scorer
 from specs_core.rewards import Aggregation, aggregate
+from specs_core.solver import Specs
 from specs_core.types import (
     CandidateRecord,
     Completion,

@@ -13,11 +13,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from specs_core.errors import InvalidInputError
-from specs_core.types import PHASES, Completion, TokenLogprobs, TokenUsage, Usage
+from specs_core.types import Completion, Phase, TokenLogprobs, TokenUsage, Usage
 
 __all__ = ["Accountant"]
 
-_TIMED_PHASES = tuple(p for p in PHASES if p != "overhead")
+_TIMED_PHASES = tuple(p for p in Phase if p is not Phase.OVERHEAD)
+
+
+def _timed_phase(name: Phase | str) -> Phase:
+    try:
+        phase = Phase(name)
+    except ValueError:
+        phase = Phase.OVERHEAD
+    if phase is Phase.OVERHEAD:
+        phases = ", ".join(p.value for p in _TIMED_PHASES)
+        raise InvalidInputError(f"unknown phase {name!r}; phases are {phases}")
+    return phase
 
 
 def _union_length(intervals: list[tuple[float, float]]) -> float:
@@ -44,7 +55,7 @@ class Accountant:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._start = time.perf_counter()
-        self._intervals: dict[str, list[tuple[float, float]]] = {p: [] for p in _TIMED_PHASES}
+        self._intervals: dict[Phase, list[tuple[float, float]]] = {p: [] for p in _TIMED_PHASES}
         self._tokens: dict[str, TokenUsage] = {}
         self.reward_cache_hits = 0
         self.reward_cache_misses = 0
@@ -53,32 +64,28 @@ class Accountant:
         self.hybrid_accepted = 0
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time the enclosed block as phase ``name`` (one of :data:`PHASES` except overhead)."""
-        if name not in self._intervals:
-            raise InvalidInputError(
-                f"unknown phase {name!r}; phases are {', '.join(_TIMED_PHASES)}"
-            )
+    def phase(self, name: Phase | str) -> Iterator[None]:
+        """Time the enclosed block as phase ``name`` (any :class:`~specs_core.types.Phase` but
+        overhead, which is what no phase covers)."""
+        phase = _timed_phase(name)
         begin = time.perf_counter()
         try:
             yield
         finally:
             end = time.perf_counter()
             with self._lock:
-                self._intervals[name].append((begin, end))
+                self._intervals[phase].append((begin, end))
 
-    def add_interval(self, name: str, begin: float, end: float) -> None:
+    def add_interval(self, name: Phase | str, begin: float, end: float) -> None:
         """Count ``[begin, end]`` (``time.perf_counter`` readings) as time spent in phase ``name``.
 
         For work timed elsewhere, e.g. one backend call that first scores and then generates.
         """
-        if name not in self._intervals:
-            phases = ", ".join(_TIMED_PHASES)
-            raise InvalidInputError(f"unknown phase {name!r}; phases are {phases}")
+        phase = _timed_phase(name)
         if end < begin:
-            raise InvalidInputError(f"interval of phase {name!r} ends before it begins")
+            raise InvalidInputError(f"interval of phase {phase.value!r} ends before it begins")
         with self._lock:
-            self._intervals[name].append((begin, end))
+            self._intervals[phase].append((begin, end))
 
     def _usage(self, model: str) -> TokenUsage:
         usage = self._tokens.get(model)
@@ -139,9 +146,9 @@ class Accountant:
         now = time.perf_counter()
         with self._lock:
             total = now - self._start
-            latency = {p: _union_length(iv) for p, iv in self._intervals.items()}
+            latency = {p.value: _union_length(iv) for p, iv in self._intervals.items()}
             covered = _union_length([i for iv in self._intervals.values() for i in iv])
-            latency["overhead"] = max(0.0, total - covered)
+            latency[Phase.OVERHEAD.value] = max(0.0, total - covered)
             latency["total"] = total
             tokens = {m: dataclasses.replace(u) for m, u in self._tokens.items()}
             return Usage(

@@ -18,23 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from specs_core.engine import Specs
 from specs_core.errors import InvalidInputError, SpecsError
 from specs_core.plugins import Registry, get_registry
-from specs_core.serialize import result_to_dict
+from specs_core.schema import ResultRecord
+from specs_core.solver import Specs
 from specs_core.types import SearchResult, StepRecord
 
-__all__ = ["app", "main"]
+__all__ = ["build_app", "main", "run"]
 
 log = logging.getLogger(__name__)
-
-app = typer.Typer(
-    name="specs",
-    help="Latency-aware test-time scaling: draft steps, verify with a target and a reward model.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 ConfigOption = Annotated[
     Path | None,
@@ -50,7 +42,6 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-@app.callback(epilog="Add --debug anywhere to show tracebacks and debug logs.")
 def _root() -> None:
     """Latency-aware test-time scaling: draft steps, verify with a target and a reward model."""
 
@@ -79,7 +70,6 @@ def _availability_table(registry: Registry) -> Table:
     return table
 
 
-@app.command()
 def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -120,7 +110,7 @@ def _print_step(console: Console, step: StepRecord) -> None:
     reward = "-" if step.reward is None else f"{step.reward:.3f}"
     first_line = step.text.strip().splitlines()[0] if step.text.strip() else ""
     console.print(
-        f"[dim]step {step.index + 1:>2} {step.source.value:<6} {step.decision:<15} "
+        f"[dim]step {step.index + 1:>2} {step.source.value:<6} {step.decision.value:<15} "
         f"reward {reward}[/dim]  {escape(first_line[:90])}"
     )
 
@@ -147,7 +137,6 @@ def _print_result(console: Console, result: SearchResult) -> None:
     console.print(f"tokens: {tokens}")
 
 
-@app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The question to solve.")],
     config: ConfigOption = None,
@@ -174,28 +163,31 @@ def solve(
         on_step = None if as_json else (lambda step: _print_step(console, step))
         result = specs.solve(question, policy=policy, options=options, on_step=on_step)
     if as_json:
-        typer.echo(json.dumps(result_to_dict(result), indent=2))
+        data = ResultRecord.from_result(result).to_json()
+        typer.echo(json.dumps(data, indent=2, allow_nan=False))
     else:
         _print_result(Console(highlight=False), result)
 
 
-def _add_optional_commands() -> None:
-    """Mount the command groups that live beside the core (models, evaluation)."""
-    try:
-        from specs_llamacpp.cli import add_commands as add_model_commands
-    except ImportError as e:  # pragma: no cover - the package ships with specs
-        log.debug("specs models unavailable: %s", e)
-    else:
-        add_model_commands(app)
-    try:
-        from specs_core.eval.cli import add_commands as add_eval_commands
-    except ImportError as e:  # pragma: no cover - the package ships with specs
-        log.debug("evaluation commands unavailable: %s", e)
-    else:
-        add_eval_commands(app)
+def build_app(registry: Registry | None = None) -> typer.Typer:
+    """The ``specs`` application: the core's commands, then those the plugins add through the
+    ``register_commands`` hook (e.g. ``specs models`` from the llama.cpp backend)."""
+    from specs_core.eval.cli import add_commands as add_eval_commands
 
-
-_add_optional_commands()
+    cli = typer.Typer(
+        name="specs",
+        help="Latency-aware test-time scaling: draft steps, verify with a target and a reward "
+        "model.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    cli.callback(epilog="Add --debug anywhere to show tracebacks and debug logs.")(_root)
+    cli.command()(plugins)
+    cli.command()(solve)
+    add_eval_commands(cli)
+    (registry or get_registry()).add_commands(cli)
+    return cli
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -207,8 +199,8 @@ def run(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    command = typer.main.get_command(app)
     try:
+        command = typer.main.get_command(build_app())
         command.main(args=args, prog_name="specs", standalone_mode=False)
     except typer.Exit as e:
         return int(e.exit_code)

@@ -21,8 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from specs_core.errors import RewardError
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import ModelResolver
-from specs_core.protocols import RewardModel
+from specs_core.protocols import (
+    LastStepRewardModel,
+    ModelResolver,
+    RewardModel,
+    TokenUsageReporter,
+)
 
 __all__ = ["CompositeOptions", "CompositeRewardModel"]
 
@@ -96,9 +100,8 @@ class CompositeRewardModel:
         """Weighted mean of every part's last-step reward."""
         total = [0.0] * len(solutions)
         for w, model in self.parts:
-            score_last = getattr(model, "score_last", None)
-            if callable(score_last):
-                last = list(score_last(question, solutions))
+            if isinstance(model, LastStepRewardModel):
+                last = list(model.score_last(question, solutions))
             else:
                 last = [row[-1] for row in model.score(question, solutions)]
             if len(last) != len(solutions):
@@ -114,9 +117,8 @@ class CompositeRewardModel:
         """Tokens the parts evaluated since the last call."""
         usage = {"prompt": 0, "cached": 0}
         for _, model in self.parts:
-            take = getattr(model, "take_token_usage", None)
-            if callable(take):
-                for key, value in take().items():
+            if isinstance(model, TokenUsageReporter):
+                for key, value in model.take_token_usage().items():
                     usage[key] = usage.get(key, 0) + int(value)
         return usage
 

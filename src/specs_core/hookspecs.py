@@ -5,7 +5,8 @@ Plugins are found through the ``specs`` entry-point group::
     [project.entry-points.specs]
     my_prm = "my_prm_package.plugin"
 
-Built-in backends, reward models and policies register through these same hooks.
+Built-in backends, reward models and policies register through these same hooks. Hooks grow by
+adding arguments; an implementation may take any subset of a hook's arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
+
     from specs_core.plugins import RegisterBackend, RegisterPolicy, RegisterRewardModel
 
 __all__ = ["hookimpl", "hookspec"]
@@ -55,4 +58,15 @@ def register_policies(register: RegisterPolicy) -> None:
     description="...")``. ``factory(options, roles)`` receives validated options and a
     :class:`~specs_core.plugins.Roles` and returns an object with
     ``run(question, *, on_step=None) -> SearchResult``.
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands to the ``specs`` command line.
+
+    ``cli`` is the main typer application: add a command group with
+    ``cli.add_typer(group, name="models")`` or a command with ``cli.command("name")(function)``.
+    Called each time the command line starts, after the plugins have loaded; raise
+    :class:`~specs_core.errors.SpecsError` subclasses for errors the user should see as one line.
     """

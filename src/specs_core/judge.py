@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from specs_core.errors import ConfigError
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import ModelResolver
-from specs_core.protocols import Scorer
+from specs_core.protocols import ModelResolver, Scorer
 from specs_core.rewards import TokenTally, score_every_prefix
 from specs_core.types import Prompt
 

@@ -1,16 +1,20 @@
 """The plugin manager and the registry of backends, reward models and policies.
 
-The manager is built lazily by :func:`get_registry` (never at import time). Built-in plugins are
-registered first, then third-party plugins from the ``specs`` entry-point group. A plugin that
-fails to import, raises in a hook or registers a duplicate name is reported in
-:attr:`Registry.failures` and skipped; the rest keep working.
+The manager is built lazily by :func:`get_registry` (never at import time). The core's own
+plugins (the policies, the judge and composite reward models, the toy backend) are registered
+first, then every plugin of the ``specs`` entry-point group: the backends that ship with specs
+(``llamacpp``, ``transformers``, ``sglang``, ``openai``) register there like any third-party
+plugin, so the core names none of them. A plugin that fails to import, raises in a hook or
+registers a duplicate name is reported in :attr:`Registry.failures` and skipped; the rest keep
+working.
 
-``SPECS_LOAD_PLUGINS`` (comma-separated entry-point names) limits which third-party plugins load;
-set it to an empty string to load none.
+``SPECS_LOAD_PLUGINS`` (comma-separated entry-point names) limits which entry-point plugins load,
+the bundled backends included; set it to an empty string to load none.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -25,22 +29,20 @@ from pydantic import BaseModel, ConfigDict
 
 from specs_core import hookspecs
 from specs_core.errors import PluginError
-from specs_core.protocols import LanguageModel, RewardModel
-from specs_core.types import SearchResult, StepCallback
 
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
     "LOAD_PLUGINS_ENV",
     "BackendSpec",
-    "ModelResolver",
     "NoOptions",
     "PluginFailure",
-    "Policy",
     "PolicySpec",
+    "RegisterBackend",
+    "RegisterPolicy",
+    "RegisterRewardModel",
     "Registry",
     "RewardSpec",
-    "Roles",
     "build_registry",
     "get_registry",
 ]
@@ -50,16 +52,12 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "specs"
 LOAD_PLUGINS_ENV = "SPECS_LOAD_PLUGINS"
 
-#: Modules of this distribution that register built-ins through the hooks.
+#: Modules of the core that register its built-ins through the hooks (backends are entry points).
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "specs_core.policies.plugin",
     "specs_core.judge",
     "specs_core.composite",
     "specs_core.testing.plugin",
-    "specs_llamacpp.plugin",
-    "specs_transformers.plugin",
-    "specs_sglang.plugin",
-    "specs_openai.plugin",
 )
 
 
@@ -67,39 +65,6 @@ class NoOptions(BaseModel):
     """Options model for a component that takes none."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class Roles:
-    """The models a policy works with."""
-
-    target: LanguageModel | None = None
-    draft: LanguageModel | None = None
-    reward: RewardModel | None = None
-    reward_plugin: str = ""
-
-
-class Policy(Protocol):
-    """A search policy bound to its models."""
-
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` is called with each step as it is committed."""
-        ...
-
-
-class ModelResolver(Protocol):
-    """Hands reward-model factories the configuration's shared models (and other reward models)."""
-
-    def __call__(self, ref: str | Mapping[str, Any]) -> LanguageModel:
-        """Resolve ``ref`` (``"target"``, ``"draft"``, or ``{"backend": ..., ...}``)."""
-        ...
-
-    def reward_model(self, config: Mapping[str, Any], where: str) -> RewardModel:
-        """Build another registered reward model from ``{"name": ..., **options}``.
-
-        ``where`` names the config location in error messages (e.g. ``"reward.parts[0]"``).
-        """
-        ...
 
 
 @dataclass(frozen=True)
@@ -187,6 +152,20 @@ class Registry:
     policies: dict[str, PolicySpec] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
+    command_hooks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every plugin's ``register_commands`` hook add commands to ``cli`` (a typer app).
+
+        A hook that raises is reported in :attr:`failures` and skipped.
+        """
+        for plugin, function in self.command_hooks:
+            try:
+                function(cli=cli)
+            except Exception as e:
+                message = f"register_commands failed: {e}"
+                self.failures.append(PluginFailure(plugin, message))
+                log.warning("plugin %r skipped: %s", plugin, message)
 
     def _get(self, table: Mapping[str, _Spec], kind: str, name: str) -> Any:
         spec = table.get(name)
@@ -321,6 +300,13 @@ class _Collector:
         self._add(self.registry.policies, "policy", spec)
 
 
+def _call(function: Callable[..., Any], argnames: Iterable[str], **kwargs: Any) -> Any:
+    """Call a hook implementation with the hook arguments it declares (hooks grow by adding
+    arguments, as in pluggy)."""
+    wanted = set(argnames)
+    return function(**{k: v for k, v in kwargs.items() if k in wanted})
+
+
 def _entry_point_plugins(env: Mapping[str, str]) -> list[importlib.metadata.EntryPoint]:
     eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     wanted = env.get(LOAD_PLUGINS_ENV)
@@ -341,7 +327,8 @@ def build_registry(
 
     Args:
         builtins: importable module names of built-in plugins.
-        entry_points: also load third-party plugins from the ``specs`` entry-point group.
+        entry_points: also load the plugins of the ``specs`` entry-point group (the bundled
+            backends and third-party plugins).
         extra_plugins: plugin objects registered last (used by tests and embedding apps).
         env: the environment to read ``SPECS_LOAD_PLUGINS`` from (default ``os.environ``).
     """
@@ -381,11 +368,15 @@ def build_registry(
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             collector = _Collector(registry, impl.plugin_name)
             try:
-                impl.function(register=getattr(collector, method))
+                _call(impl.function, impl.argnames, register=getattr(collector, method))
             except Exception as e:
                 message = f"{hook_name} failed: {e}"
                 registry.failures.append(PluginFailure(impl.plugin_name, message))
                 log.warning("plugin %r skipped: %s", impl.plugin_name, message)
+    registry.command_hooks = [
+        (impl.plugin_name, functools.partial(_call, impl.function, impl.argnames))
+        for impl in pm.hook.register_commands.get_hookimpls()
+    ]
     return registry
 
 

@@ -1,4 +1,13 @@
-"""The three contracts every engine and reward model implements, and their capabilities.
+"""Every contract of specs in one place: models, reward models, policies and their roles.
+
+- :class:`Generator`, :class:`Scorer`, :class:`LanguageModel`: what a backend's model does, with
+  its :class:`Capabilities` declared as data.
+- :class:`RewardModel`, and the optional :class:`LastStepRewardModel` and
+  :class:`TokenUsageReporter` that a reward model may also implement.
+- :class:`ProposalVerifier` (with :class:`Verification` and :data:`ContinueIf`): a model that
+  verifies another model's tokens in one pass and continues from what it accepts.
+- :class:`Policy`, :class:`Roles` and :class:`ModelResolver`: what a search policy is, the models
+  it is built with, and how a reward-model factory reaches the configuration's models.
 
 All calls are batch-first. Texts go in and come out; each model tokenizes for itself, so a draft
 and a target of different families can be compared on the same text.
@@ -6,20 +15,36 @@ and a target of different families can be compared on the same text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from specs_core.errors import CapabilityError, InvalidInputError
-from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
+from specs_core.errors import CapabilityError, ConfigError, InvalidInputError
+from specs_core.types import (
+    Completion,
+    Prompt,
+    SamplingParams,
+    SearchResult,
+    StepCallback,
+    TokenLogprobs,
+)
 
 __all__ = [
     "Capabilities",
+    "ContinueIf",
     "Generator",
     "LanguageModel",
+    "LastStepRewardModel",
+    "ModelResolver",
+    "Policy",
+    "ProposalVerifier",
     "RewardModel",
+    "Roles",
     "Scorer",
+    "TokenUsageReporter",
+    "Verification",
     "check_pairs",
+    "check_shared_tokenizer",
     "require",
 ]
 
@@ -147,4 +172,158 @@ class RewardModel(Protocol):
 
     def close(self) -> None:
         """Free resources. Calling it twice is harmless."""
+        ...
+
+
+@runtime_checkable
+class LastStepRewardModel(Protocol):
+    """Optional: a reward model that scores only the last step of each partial solution.
+
+    Implement it when scoring every step costs more than scoring the last one (an LLM judge, a
+    classifier reading the last separator); searches that need the newest step's reward only
+    call it instead of :meth:`RewardModel.score`.
+    """
+
+    def score_last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
+        """The reward in [0, 1] of the last step of each solution (steps without delimiter)."""
+        ...
+
+
+@runtime_checkable
+class TokenUsageReporter(Protocol):
+    """Optional: a reward model that runs a language model and reports the tokens it evaluated.
+
+    The search calls :meth:`take_token_usage` right after each of its own reward calls, on the
+    thread that made it, and adds the counts to its accounting under the reward model's name
+    (see :class:`specs_core.rewards.TokenTally` for a per-thread implementation).
+    """
+
+    def take_token_usage(self) -> Mapping[str, int]:
+        """``{"prompt": int, "cached": int}`` evaluated on this thread since its last take."""
+        ...
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a :class:`ProposalVerifier` returns.
+
+    Attributes:
+        scores: per proposal, the verifier's untempered log-probabilities of its tokens.
+        accepted: per proposal, how many leading tokens the verifier's sampling accepted.
+        completions: the continuations (one per proposal), or ``None`` when ``continue_if``
+            declined them.
+        score_interval: ``time.perf_counter`` readings around the verification pass.
+        generate_interval: readings around the continuation (``None`` without one).
+    """
+
+    scores: list[TokenLogprobs]
+    accepted: list[int]
+    completions: list[Completion] | None
+    score_interval: tuple[float, float]
+    generate_interval: tuple[float, float] | None = None
+
+
+ContinueIf = Callable[[list[TokenLogprobs]], bool]
+"""Decides, from the verifier's scores of the proposals, whether to continue them."""
+
+
+@runtime_checkable
+class ProposalVerifier(Protocol):
+    """A model that verifies proposed tokens in one pass and continues from what it accepts.
+
+    Backends implement it as an optional extension of :class:`LanguageModel` (llama.cpp and the
+    toy backend do); the SPECS hybrid step uses it.
+    """
+
+    @property
+    def tokenizer_id(self) -> str:
+        """A fingerprint of the vocabulary: models with equal ids tokenize text alike."""
+        ...
+
+    def verify_proposals(
+        self,
+        prompt: Prompt,
+        proposals: Sequence[Sequence[int]],
+        params: SamplingParams,
+        continue_if: ContinueIf,
+    ) -> Verification:
+        """Score ``proposals`` (token ids in this model's vocabulary) after ``prompt``; then,
+        when ``continue_if(scores)`` is true, continue sample ``k`` from proposal ``k``.
+
+        Continuation ``k`` accepts the longest prefix of proposal ``k`` that
+        :func:`specs_core.backend_kit.ngram.accept_by_sampling` accepts with sample ``k``'s
+        random stream, then generates the rest as usual. The continuations are therefore
+        distributed exactly as ``generate([prompt], params)`` (and, the computation being the
+        same, equal to it for the same seed). ``continue_if`` is called with the model's lock
+        held: it must not call the model.
+
+        Raises:
+            InvalidInputError: ``len(proposals) != params.n``.
+        """
+        ...
+
+
+def check_shared_tokenizer(draft: object, target: object, *, why: str) -> ProposalVerifier:
+    """The target as a :class:`ProposalVerifier` sharing the draft's tokenizer.
+
+    Raises:
+        ConfigError: the target cannot verify proposals, or the two tokenizers differ.
+    """
+    draft_name = getattr(draft, "name", "draft")
+    target_name = getattr(target, "name", "target")
+    if not isinstance(target, ProposalVerifier):
+        raise ConfigError(
+            f"{why} needs a target that verifies draft tokens, but {target_name!r} "
+            f"({type(target).__name__}) does not: use the llamacpp or toy backend for the "
+            "target, or set hybrid: false"
+        )
+    draft_id = getattr(draft, "tokenizer_id", None)
+    if not isinstance(draft_id, str) or draft_id != target.tokenizer_id:
+        raise ConfigError(
+            f"{why} needs a draft and a target that share a tokenizer, but {draft_name!r} and "
+            f"{target_name!r} do not: pick two models of one family (e.g. "
+            "qwen2.5-coder-0.5b and qwen2.5-coder-1.5b), or set hybrid: false"
+        )
+    return target
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The models a policy works with.
+
+    Attributes:
+        target: the large model (``None`` when the policy does not use it).
+        draft: the small model.
+        reward: the process reward model.
+        reward_plugin: the plugin that registered the reward model, named in error messages.
+    """
+
+    target: LanguageModel | None = None
+    draft: LanguageModel | None = None
+    reward: RewardModel | None = None
+    reward_plugin: str = ""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A search policy bound to its models (built by a registered factory from options and
+    :class:`Roles`). :class:`specs_core.search.SearchPolicy` is a base class for writing one."""
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` is called with each step as it is committed."""
+        ...
+
+
+class ModelResolver(Protocol):
+    """Hands reward-model factories the configuration's shared models (and other reward models)."""
+
+    def __call__(self, ref: str | Mapping[str, Any]) -> LanguageModel:
+        """Resolve ``ref`` (``"target"``, ``"draft"``, or ``{"backend": ..., ...}``)."""
+        ...
+
+    def reward_model(self, config: Mapping[str, Any], where: str) -> RewardModel:
+        """Build another registered reward model from ``{"name": ..., **options}``.
+
+        ``where`` names the config location in error messages (e.g. ``"reward.parts[0]"``).
+        """
         ...

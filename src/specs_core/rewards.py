@@ -14,7 +14,8 @@ from enum import Enum
 
 from specs_core.accounting import Accountant
 from specs_core.errors import InvalidInputError, RewardError
-from specs_core.protocols import RewardModel
+from specs_core.protocols import LastStepRewardModel, RewardModel, TokenUsageReporter
+from specs_core.types import Phase
 
 __all__ = ["Aggregation", "GuardedRewardModel", "TokenTally", "aggregate", "score_every_prefix"]
 
@@ -106,12 +107,11 @@ _Key = tuple[str, tuple[str, ...]]
 class GuardedRewardModel:
     """Validates and caches the rewards of one reward model for one search.
 
-    Reward models may implement an optional ``score_last(question, solutions) -> list[float]``
-    (the reward of each solution's last step) when scoring every step costs more than scoring the
-    last one (the LLM judge does); the guard uses it when only last-step rewards are needed. A
-    reward model that runs a language model may implement ``take_token_usage() -> {"prompt": int,
-    "cached": int}`` (the tokens its calls on the calling thread evaluated since that thread's
-    last take, see :class:`TokenTally`); the guard adds them to the search's accounting.
+    A reward model that also implements
+    :class:`~specs_core.protocols.LastStepRewardModel` is asked for last-step rewards through it
+    when only those are needed; one that implements
+    :class:`~specs_core.protocols.TokenUsageReporter` has its tokens added to the search's
+    accounting after each call.
 
     Args:
         model: the reward model.
@@ -158,10 +158,11 @@ class GuardedRewardModel:
         """Score the uncached solutions in ``todo`` and fill the cache."""
         if not todo:
             return
-        score_last = getattr(self.model, "score_last", None)
-        with self._acct.phase("reward"):
-            if last_only and callable(score_last):
-                rows = self._check_rows(score_last(question, [list(s) for s in todo]), len(todo))
+        with self._acct.phase(Phase.REWARD):
+            if last_only and isinstance(self.model, LastStepRewardModel):
+                rows = self._check_rows(
+                    self.model.score_last(question, [list(s) for s in todo]), len(todo)
+                )
                 fresh = {
                     (question, sol): self._check(r, f"the last of {len(sol)} steps")
                     for sol, r in zip(todo, rows, strict=True)
@@ -179,9 +180,8 @@ class GuardedRewardModel:
                         )
                     for j, r in enumerate(row):
                         fresh[(question, sol[: j + 1])] = self._check(r, f"step {j + 1}")
-        take_usage = getattr(self.model, "take_token_usage", None)
-        if callable(take_usage):
-            used = take_usage()
+        if isinstance(self.model, TokenUsageReporter):
+            used = self.model.take_token_usage()
             self._acct.add_tokens(
                 self.model.name,
                 prompt=int(used.get("prompt", 0)),

@@ -17,27 +17,80 @@ __all__ = [
     "PHASES",
     "CandidateRecord",
     "Completion",
+    "Decision",
     "FinishReason",
+    "Phase",
     "Prompt",
     "SamplingParams",
     "SearchResult",
     "StepCallback",
     "StepRecord",
     "StepSource",
+    "StopReason",
     "TokenLogprobs",
     "TokenUsage",
     "Usage",
 ]
 
-#: Phases whose wall time every result reports (plus ``total``).
-PHASES: tuple[str, ...] = (
-    "draft_generate",
-    "target_generate",
-    "target_score",
-    "draft_score",
-    "reward",
-    "overhead",
-)
+
+class Phase(str, Enum):
+    """A phase of a search whose wall time every result reports."""
+
+    DRAFT_GENERATE = "draft_generate"
+    """The draft model generating candidates."""
+    TARGET_GENERATE = "target_generate"
+    """The target model generating candidates."""
+    TARGET_SCORE = "target_score"
+    """The target model scoring given text (a prefill, no generation)."""
+    DRAFT_SCORE = "draft_score"
+    """The draft model scoring given text."""
+    REWARD = "reward"
+    """The reward model."""
+    OVERHEAD = "overhead"
+    """Time covered by no other phase (policy logic, waiting)."""
+
+
+#: The names of the phases every result reports (plus ``total``), in :class:`Phase` order.
+PHASES: tuple[str, ...] = tuple(p.value for p in Phase)
+
+
+class Decision(str, Enum):
+    """How a policy arrived at a committed step."""
+
+    TARGET = "target"
+    """The target wrote the step; nothing was drafted."""
+    DRAFT_ACCEPTED = "draft_accepted"
+    """A draft candidate passed verification and was committed."""
+    DRAFT_REJECTED = "draft_rejected"
+    """Every draft candidate failed verification; the target wrote the step."""
+    DRAFT_REJECTED_HYBRID = "draft_rejected_hybrid"
+    """Every draft failed verification; the target continued from the drafts' accepted tokens."""
+    BEAM = "beam"
+    """A beam search kept the step (written by the policy's one model)."""
+    BEST_OF_N = "best_of_n"
+    """A step of the whole solution chosen among n by the reward model."""
+    MAJORITY = "majority"
+    """A step of the whole solution chosen by majority vote."""
+    GREEDY = "greedy"
+    """A step of the one greedy solution."""
+
+    @property
+    def rejected_draft(self) -> bool:
+        """Drafts were proposed for the step and all were rejected."""
+        return self in (Decision.DRAFT_REJECTED, Decision.DRAFT_REJECTED_HYBRID)
+
+
+class StopReason(str, Enum):
+    """Why a search ended."""
+
+    FINISHED = "finished"
+    """The chosen solution ended on its own (end of sequence)."""
+    MAX_STEPS = "max_steps"
+    """The step budget (``max_steps``) was spent before a solution finished."""
+    MAX_TOKENS = "max_tokens"
+    """A whole solution reached its token budget before it finished."""
+    CONTEXT = "context"
+    """The next step no longer fitted a model's context window."""
 
 
 class FinishReason(str, Enum):
@@ -224,8 +277,7 @@ class StepRecord:
         reward: the reward of the partial solution ending with this step.
         drafted: draft candidates were proposed for this step.
         accepted: a draft candidate was accepted (``None`` when nothing was drafted).
-        decision: a short machine-readable tag, e.g. ``"draft_accepted"``, ``"draft_rejected"``,
-            ``"target"``.
+        decision: how the policy arrived at the step.
         switched_to_draft: after this step the policy moved to draft mode.
         candidates: every candidate considered, drafts first.
         beam: the beam index for multi-beam policies (0 otherwise).
@@ -237,10 +289,20 @@ class StepRecord:
     reward: float | None
     drafted: bool
     accepted: bool | None
-    decision: str
+    decision: Decision
     switched_to_draft: bool = False
     candidates: tuple[CandidateRecord, ...] = ()
     beam: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.decision, Decision):
+            try:
+                object.__setattr__(self, "decision", Decision(self.decision))
+            except ValueError:
+                allowed = ", ".join(d.value for d in Decision)
+                raise InvalidInputError(
+                    f"step decision {self.decision!r} is unknown; use a Decision ({allowed})"
+                ) from None
 
 
 #: Called by a policy each time it commits a step (used for streaming).
@@ -252,7 +314,7 @@ class TokenUsage:
     """Token counts for one model.
 
     The ``draft_*`` counters describe token-level speculative decoding inside the model's own
-    generation (see :mod:`specs_core.speculative`); they stay 0 when it is off.
+    generation (see :mod:`specs_core.backend_kit.ngram`); they stay 0 when it is off.
     """
 
     prompt: int = 0
@@ -267,24 +329,6 @@ class TokenUsage:
     def mean_accepted(self) -> float:
         """Mean accepted draft tokens per verification pass (0.0 without any)."""
         return self.draft_accepted / self.draft_rounds if self.draft_rounds else 0.0
-
-    def as_dict(self) -> dict[str, int]:
-        """A JSON-ready mapping of the token counts."""
-        return {
-            "prompt": self.prompt,
-            "generated": self.generated,
-            "cached": self.cached,
-            "calls": self.calls,
-        }
-
-    def speculation_dict(self) -> dict[str, float]:
-        """A JSON-ready mapping of the speculative decoding counters."""
-        return {
-            "proposed": self.draft_proposed,
-            "accepted": self.draft_accepted,
-            "rounds": self.draft_rounds,
-            "mean_accepted": self.mean_accepted,
-        }
 
 
 @dataclass(frozen=True)
@@ -315,6 +359,9 @@ class Usage:
 class SearchResult:
     """The outcome of one policy run on one question.
 
+    Counts of steps (by source, accepted and rejected drafts, switches) are derived from
+    ``steps``, so that every policy reports them alike.
+
     Attributes:
         question: the question asked.
         policy: the policy's registered name.
@@ -325,9 +372,7 @@ class SearchResult:
         solution_steps: the chosen solution split into its steps.
         final_score: the chosen solution's aggregated reward (``None`` without a reward model).
         finished: the chosen solution ended on its own (not cut by the step or token limit).
-        accepted_draft_steps: steps where a draft was accepted.
-        rejected_draft_steps: steps where every draft was rejected.
-        switches: times the policy switched from target mode to draft mode.
+        stop_reason: why the search ended.
         usage: latency per phase and tokens per model.
         extra: policy-specific figures (JSON-ready).
     """
@@ -340,9 +385,7 @@ class SearchResult:
     solution_steps: tuple[str, ...]
     final_score: float | None
     finished: bool
-    accepted_draft_steps: int
-    rejected_draft_steps: int
-    switches: int
+    stop_reason: StopReason
     usage: Usage
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -355,3 +398,18 @@ class SearchResult:
     def target_steps(self) -> int:
         """Committed steps written by the target."""
         return sum(1 for s in self.steps if s.source is StepSource.TARGET)
+
+    @property
+    def accepted_draft_steps(self) -> int:
+        """Steps where a draft candidate was accepted."""
+        return sum(1 for s in self.steps if s.decision is Decision.DRAFT_ACCEPTED)
+
+    @property
+    def rejected_draft_steps(self) -> int:
+        """Steps where drafts were proposed and every one was rejected."""
+        return sum(1 for s in self.steps if s.decision.rejected_draft)
+
+    @property
+    def switches(self) -> int:
+        """Times the policy switched from target mode to draft mode."""
+        return sum(1 for s in self.steps if s.switched_to_draft)

@@ -11,8 +11,7 @@ Example:
     ...     [samples] = model.generate([Prompt("What is 2+3?")], params)
 """
 
-from specs_llamacpp.model import CAPABILITIES, LlamaCppModel, loaded_model_count
-from specs_llamacpp.models import (
+from specs_core.backend_kit.artifacts import (
     EMBEDDED_MODELS,
     EmbeddedModel,
     ModelStatus,
@@ -21,6 +20,8 @@ from specs_llamacpp.models import (
     prepare_embedded,
     resolve_model_path,
 )
+
+from specs_llamacpp.model import CAPABILITIES, LlamaCppModel, loaded_model_count
 from specs_llamacpp.options import LlamaCppOptions
 
 __all__ = [

@@ -12,15 +12,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from specs_core.errors import InvalidInputError
-
-from specs_llamacpp.models import (
+from specs_core.backend_kit.artifacts import (
     EMBEDDED_MODELS,
     EmbeddedModel,
     cache_dir,
     model_status,
     prepare_embedded,
 )
+from specs_core.errors import InvalidInputError
 
 __all__ = ["add_commands", "models_app"]
 

@@ -27,18 +27,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from specs_core.backend_kit.artifacts import EMBEDDED_MODELS, resolve_model_path
+from specs_core.backend_kit.chat import ChatTemplate
+from specs_core.backend_kit.ngram import NgramTables
 from specs_core.errors import (
     BackendUnavailableError,
     ConfigError,
     InvalidInputError,
     SpecsError,
 )
-from specs_core.protocols import Capabilities, check_pairs
-from specs_core.speculative import ContinueIf, NgramTables, Verification
+from specs_core.protocols import Capabilities, ContinueIf, Verification, check_pairs
 from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
 
-from specs_llamacpp.chat import ChatTemplate
-from specs_llamacpp.models import EMBEDDED_MODELS, resolve_model_path
 from specs_llamacpp.options import LlamaCppOptions
 
 if TYPE_CHECKING:
@@ -361,7 +361,7 @@ class LlamaCppModel:
     ) -> Verification:
         """Score proposed tokens in one batch and, if ``continue_if`` agrees, continue them.
 
-        See :class:`~specs_core.speculative.ProposalVerifier`. When the ``n`` samples do not fit
+        See :class:`~specs_core.protocols.ProposalVerifier`. When the ``n`` samples do not fit
         in one batch (``n_seq_max``, ``n_ctx``), the proposals are scored one by one and the
         continuations generated from scratch (the same samples, without the saving).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from specs_core.speculative import SpeculativeOptions
+from specs_core.backend_kit.ngram import SpeculativeOptions
 
 __all__ = ["LlamaCppOptions"]
 

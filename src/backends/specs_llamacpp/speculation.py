@@ -4,9 +4,9 @@ The loop generalises the batched sampling of :mod:`specs_llamacpp.generation`. I
 every live sample feeds its pending token (the last one it emitted) followed by the tokens
 proposed for it; one ``llama_decode`` batch (split only when it holds more logit rows than the
 runtime allows) returns logits at every fed position. Each sample then runs
-:func:`~specs_core.speculative.accept_by_sampling` along its rows with its own seeded generator,
-so it draws exactly the tokens plain decoding draws, and the cells of rejected proposal tokens
-are removed from its sequence (``llama_memory_seq_rm``).
+:func:`~specs_core.backend_kit.ngram.accept_by_sampling` along its rows with its own seeded
+generator, so it draws exactly the tokens plain decoding draws, and the cells of rejected proposal
+tokens are removed from its sequence (``llama_memory_seq_rm``).
 
 :func:`verify_proposals` makes the first pass verify proposals given by the caller (the tokens of
 another model's candidates, all in one batch), records the model's untempered log-probability of
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from specs_core.speculative import ContinueIf, NgramSession, Verification
+from specs_core.backend_kit.ngram import NgramSession
+from specs_core.protocols import ContinueIf, Verification
 from specs_core.types import Completion, FinishReason, SamplingParams, TokenLogprobs
 
 from specs_llamacpp.generation import _Sample, evaluate_prompt

@@ -33,6 +33,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
+from specs_core.backend_kit.chat import ChatRenderer, build_renderer
+from specs_core.backend_kit.http import (
+    HttpOptions,
+    HttpPool,
+    HttpStatusError,
+    Transport,
+    chunks,
+    field,
+)
 from specs_core.errors import (
     BackendError,
     CapabilityError,
@@ -43,8 +52,6 @@ from specs_core.protocols import Capabilities, check_pairs
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 from specs_openai.profiles import PROFILES, EchoLogprobs, ServerProfile, profile_for_owner
-from specs_sglang.templates import ChatRenderer, build_renderer
-from specs_sglang.transport import HttpOptions, HttpPool, HttpStatusError, Transport, chunks, field
 
 __all__ = ["OpenAIModel", "OpenAIOptions"]
 

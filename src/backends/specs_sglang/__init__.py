@@ -6,10 +6,11 @@ first connects. See ``docs/backends/sglang.md`` for deployment on one or several
 
 from __future__ import annotations
 
+from specs_core.backend_kit.chat import BUILTIN_TEMPLATES, ChatRenderer, build_renderer
+from specs_core.backend_kit.http import HttpOptions, HttpPool, HttpStatusError
+
 from specs_sglang.backend import SGLangModel, SGLangOptions
 from specs_sglang.reward import SGLangRewardModel, SGLangRewardOptions
-from specs_sglang.templates import BUILTIN_TEMPLATES, ChatRenderer, build_renderer
-from specs_sglang.transport import HttpOptions, HttpPool, HttpStatusError
 
 __all__ = [
     "BUILTIN_TEMPLATES",

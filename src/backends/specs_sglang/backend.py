@@ -38,12 +38,18 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
+from specs_core.backend_kit.chat import ChatRenderer, build_renderer
+from specs_core.backend_kit.http import (
+    HttpOptions,
+    HttpPool,
+    HttpStatusError,
+    Transport,
+    chunks,
+    field,
+)
 from specs_core.errors import BackendError, ConfigError, InvalidInputError, ProtocolError
 from specs_core.protocols import Capabilities, check_pairs
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
-
-from specs_sglang.templates import ChatRenderer, build_renderer
-from specs_sglang.transport import HttpOptions, HttpPool, HttpStatusError, Transport, chunks, field
 
 __all__ = ["SGLangModel", "SGLangOptions", "parse_token_entries"]
 

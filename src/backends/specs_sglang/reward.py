@@ -23,12 +23,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
+from specs_core.backend_kit.chat import QWEN25_MATH_SYSTEM, ChatRenderer, build_renderer
+from specs_core.backend_kit.http import HttpOptions, HttpPool, Transport, chunks, field
 from specs_core.errors import BackendError, ProtocolError
 from specs_core.rewards import TokenTally, score_every_prefix
 from specs_core.types import Prompt
-
-from specs_sglang.templates import QWEN25_MATH_SYSTEM, ChatRenderer, build_renderer
-from specs_sglang.transport import HttpOptions, HttpPool, Transport, chunks, field
 
 __all__ = ["SGLangRewardModel", "SGLangRewardOptions"]
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from specs_core.backend_kit.artifacts import resolve_model_path
 from specs_core.errors import BackendUnavailableError, ModelNotFoundError
 
 from specs_transformers._engine import (
@@ -129,7 +130,7 @@ def resolve_gguf_path(gguf_file: str) -> Path:
     """A local GGUF path for a ``.gguf`` path, an embedded model name or ``hf:OWNER/REPO/FILE``.
 
     Embedded names and ``hf:`` sources are resolved (and checksum-verified) by
-    ``specs_llamacpp.models``, which needs no engine.
+    :mod:`specs_core.backend_kit.artifacts`, which needs no engine.
 
     Raises:
         ModelNotFoundError: the file cannot be found or verified.
@@ -137,11 +138,7 @@ def resolve_gguf_path(gguf_file: str) -> Path:
     path = Path(gguf_file).expanduser()
     if path.is_file():
         return path.resolve()
-    if importlib.util.find_spec("specs_llamacpp") is not None:
-        from specs_llamacpp.models import resolve_model_path
-
-        return resolve_model_path(gguf_file)
-    raise ModelNotFoundError(f"GGUF file {gguf_file!r} does not exist; pass an existing .gguf path")
+    return resolve_model_path(gguf_file)
 
 
 def gguf_cache_key(path: Path, dtype: str) -> str:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specs_core.backend_kit.ngram import NgramTables, SpeculativeOptions
 from specs_core.errors import ConfigError, ContextOverflowError, InvalidInputError
 from specs_core.protocols import Capabilities, check_pairs
-from specs_core.speculative import NgramTables, SpeculativeOptions
 from specs_core.types import Completion, FinishReason, Prompt, SamplingParams, TokenLogprobs
 
 from specs_transformers._engine import engine, model_output_logits

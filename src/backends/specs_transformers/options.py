@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from specs_core.speculative import SpeculativeOptions
+from specs_core.backend_kit.ngram import SpeculativeOptions
 
 __all__ = [
     "DEVICE_PATTERN",

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import ModelResolver, RegisterBackend, RegisterRewardModel
+from specs_core.plugins import RegisterBackend, RegisterRewardModel
+from specs_core.protocols import ModelResolver
 
 from specs_transformers._engine import EXTRA, unavailable_reason
 from specs_transformers.model import TransformersModel

@@ -5,7 +5,7 @@ the n-gram drafter proposes for it, right-padded to the longest proposal of the 
 forward pass over the batched KV cache. Each row then draws its next token position by position
 (:func:`~specs_transformers.sampling.choose_tokens`, the same tempered and nucleus-truncated
 draw as plain decoding) and keeps the proposal's tokens while the draws equal them
-(:func:`specs_core.speculative.accept_by_sampling`): the emitted tokens follow the model's own
+(:func:`specs_core.backend_kit.ngram.accept_by_sampling`): the emitted tokens follow the model's own
 distribution whatever was proposed. Each row has its own generator and draws once per emitted
 token, so a seed gives the same samples whatever the drafter proposes (plain decoding, which
 shares one generator across the batch, draws other samples from the same distribution). The
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from specs_core.speculative import NgramSession, accept_by_sampling
+from specs_core.backend_kit.ngram import NgramSession, accept_by_sampling
 
 from specs_transformers._engine import engine, model_output_logits
 from specs_transformers.sampling import choose_tokens

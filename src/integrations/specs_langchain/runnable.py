@@ -24,9 +24,9 @@ from langchain_core.callbacks import (
 from langchain_core.runnables import ConfigurableField, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, model_validator
 from specs_core.config import ROLE_NAMES, SpecsConfig
-from specs_core.engine import Specs
 from specs_core.errors import InvalidInputError
 from specs_core.plugins import Registry
+from specs_core.solver import Specs
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
 from specs_langchain.inputs import SpecsInput, SpecsQuestion, read_question
@@ -261,7 +261,7 @@ class SpecsRunnable(RunnableSerializable[SpecsInput, Any]):
         if self.output == "result":
             final = result
         elif self.output == "solution":
-            final = result.solution
+            final = result.text
         else:
             final = result.answer or ""
         return final, RESULT_EVENT, result.summary()

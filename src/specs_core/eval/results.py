@@ -4,18 +4,19 @@
 flushed to disk as each problem finishes. ``summary.json`` is recomputed from it by
 :func:`summarize` (and so can always be rebuilt).
 
-Row fields: ``id``, ``index``, ``dataset``, ``question``, ``gold``, ``policy``, ``fingerprint``,
-``answer`` (the policy's), ``extracted``, ``parsed``, ``correct``, ``grade_reason``,
-``latency_s`` (``total`` and one key per phase), ``wall_s``, ``tokens`` (per model: prompt,
-generated, cached, calls), ``draft_steps``, ``target_steps``, ``accepted_draft_steps``,
-``rejected_draft_steps``, ``switches``, ``finished``, ``final_score``, ``error`` and ``text``.
+A row holds the problem (``id``, ``index``, ``dataset``, ``question``, ``gold``), the run
+(``fingerprint``, ``wall_s``, ``error``), the grade (``extracted``, ``parsed``, ``correct``,
+``grade_reason``), and every field of the search's
+:class:`~specs_core.schema.ResultRecord` but its step trace: ``policy``, ``answer``, ``text``,
+``solution_steps``, ``final_score``, ``finished``, ``stop_reason``, ``latency_s`` (``total`` and
+one key per phase), ``tokens`` (per model), ``reward_cache``, ``hybrid``, the step counts and
+``extra``. Rows written by earlier versions lack some of these; readers use defaults.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import Problem
 from specs_core.eval.grading import Grade
 from specs_core.eval.stats import quantile, wilson
+from specs_core.schema import HybridCounts, ResultRecord, RewardCacheCounts
 from specs_core.types import PHASES, SearchResult
 
 __all__ = ["ResultsLog", "error_row", "result_row", "summarize"]
@@ -32,13 +34,6 @@ __all__ = ["ResultsLog", "error_row", "result_row", "summarize"]
 log = logging.getLogger(__name__)
 
 _TOKEN_KEYS = ("prompt", "generated", "cached", "calls")
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no infinities or NaN: store them as null."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _base_row(problem: Problem, index: int, policy: str, fingerprint: str) -> dict[str, Any]:
@@ -62,28 +57,17 @@ def result_row(
     fingerprint: str,
     wall_s: float,
 ) -> dict[str, Any]:
-    """The row of a solved problem."""
-    usage = result.usage
+    """The row of a solved problem: its fields and the result's record without the trace."""
     return {
         **_base_row(problem, index, result.policy, fingerprint),
-        "answer": result.answer,
+        **ResultRecord.from_result(result).to_json(steps=False),
+        "question": problem.question,
         "extracted": grade.extracted,
         "parsed": grade.parsed,
         "correct": grade.correct,
         "grade_reason": grade.reason,
-        "latency_s": {k: float(v) for k, v in usage.latency_s.items()},
         "wall_s": wall_s,
-        "tokens": {model: u.as_dict() for model, u in usage.tokens.items()},
-        "draft_steps": result.draft_steps,
-        "target_steps": result.target_steps,
-        "accepted_draft_steps": result.accepted_draft_steps,
-        "rejected_draft_steps": result.rejected_draft_steps,
-        "switches": result.switches,
-        "finished": result.finished,
-        "stopped": result.extra.get("stopped"),
-        "final_score": _finite(result.final_score),
         "error": None,
-        "text": result.text,
     }
 
 
@@ -100,23 +84,27 @@ def error_row(
     return {
         **_base_row(problem, index, policy, fingerprint),
         "answer": None,
-        "extracted": None,
-        "parsed": None,
-        "correct": False,
-        "grade_reason": "error",
+        "text": "",
+        "solution_steps": [],
+        "final_score": None,
+        "finished": False,
+        "stop_reason": None,
         "latency_s": {},
-        "wall_s": wall_s,
         "tokens": {},
+        "reward_cache": RewardCacheCounts().model_dump(),
+        "hybrid": HybridCounts().model_dump(),
         "draft_steps": 0,
         "target_steps": 0,
         "accepted_draft_steps": 0,
         "rejected_draft_steps": 0,
         "switches": 0,
-        "finished": False,
-        "stopped": None,
-        "final_score": None,
+        "extra": {},
+        "extracted": None,
+        "parsed": None,
+        "correct": False,
+        "grade_reason": "error",
+        "wall_s": wall_s,
         "error": f"{type(error).__name__}: {error}",
-        "text": "",
     }
 
 

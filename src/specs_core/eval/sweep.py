@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from specs_core.config import ROLE_NAMES, SpecsConfig, load_config, validate_options
-from specs_core.engine import Specs
 from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import Problem
 from specs_core.eval.report import write_report
 from specs_core.eval.runner import BenchSpec, Solver, run_bench
 from specs_core.plugins import Registry, get_registry
+from specs_core.solver import Specs
 
 __all__ = [
     "RunOptions",

@@ -12,7 +12,8 @@ They register through :mod:`specs_core.policies.plugin` like any third-party pol
 
 from __future__ import annotations
 
-from ._search import PolicyOptions, SolutionOptions, StepSearchOptions
+from specs_core.search import PolicyOptions, SolutionOptions, StepSearchOptions
+
 from .beam_search import BeamSearchOptions, BeamSearchPolicy, DraftBeamSearchOptions
 from .best_of_n import BestOfNOptions, BestOfNPolicy, DraftBestOfNOptions, weighted_majority
 from .greedy import DraftGreedyOptions, GreedyOptions, GreedyPolicy

@@ -20,19 +20,20 @@ import math
 from pydantic import Field, model_validator
 
 from specs_core.errors import ContextOverflowError
-from specs_core.plugins import Roles
-from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord
-
-from ._search import (
+from specs_core.protocols import Roles
+from specs_core.search import (
     CompletedPool,
     ModelChoice,
+    Role,
     SearchContext,
+    SearchPolicy,
     SolutionPath,
     StepSearchOptions,
     argmax,
     is_finished,
     source_of,
 )
+from specs_core.types import CandidateRecord, Decision, SearchResult, StepRecord
 
 __all__ = ["BeamSearchOptions", "BeamSearchPolicy", "DraftBeamSearchOptions"]
 
@@ -59,7 +60,7 @@ class DraftBeamSearchOptions(BeamSearchOptions):
     model: ModelChoice = Field("draft", description="the model that writes every step")
 
 
-class BeamSearchPolicy:
+class BeamSearchPolicy(SearchPolicy[BeamSearchOptions]):
     """Reward-guided step-level beam search.
 
     Args:
@@ -71,23 +72,17 @@ class BeamSearchPolicy:
     def __init__(
         self, options: BeamSearchOptions, roles: Roles, *, name: str = "beam_search"
     ) -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives each kept step as it is committed.
+    def required_roles(self) -> tuple[Role, ...]:
+        """The chosen model and the reward model."""
+        return (self.options.model, "reward")
 
-        Raises:
-            ConfigError: the chosen model or the reward model is missing.
-        """
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Run the beam search in ``ctx``."""
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
         role = o.model
         source = source_of(role)
-        ctx.model(role)
-        ctx.require_reward()
 
         beams = [SolutionPath()]
         pool = CompletedPool(o.aggregation)
@@ -127,7 +122,7 @@ class BeamSearchPolicy:
                             reward=rewards[k],
                             drafted=False,
                             accepted=None,
-                            decision="beam",
+                            decision=Decision.BEAM,
                             beam=slot,
                             candidates=tuple(
                                 CandidateRecord(

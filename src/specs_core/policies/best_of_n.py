@@ -14,14 +14,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from specs_core.plugins import Roles
+from specs_core.protocols import Roles
 from specs_core.rewards import Aggregation
-from specs_core.text import extract_answer
-from specs_core.types import SearchResult, StepCallback
-
-from ._search import (
+from specs_core.search import (
     ModelChoice,
+    Role,
     SearchContext,
+    SearchPolicy,
     SolutionOptions,
     SolutionPath,
     argmax,
@@ -30,6 +29,8 @@ from ._search import (
     sample_solutions,
     source_of,
 )
+from specs_core.text import extract_answer
+from specs_core.types import Decision, SearchResult, StopReason
 
 __all__ = ["BestOfNOptions", "BestOfNPolicy", "DraftBestOfNOptions", "weighted_majority"]
 
@@ -70,8 +71,9 @@ def weighted_majority(answers: list[str | None], scores: list[float | None]) -> 
     return members[argmax([scores[i] or 0.0 for i in members])]
 
 
-class BestOfNPolicy:
-    """Best-of-N ranked by a process reward model.
+class BestOfNPolicy(SearchPolicy[BestOfNOptions]):
+    """Best-of-N ranked by a process reward model; the chosen solution's steps are committed
+    once it is chosen.
 
     Args:
         options: validated :class:`BestOfNOptions`.
@@ -80,21 +82,15 @@ class BestOfNPolicy:
     """
 
     def __init__(self, options: BestOfNOptions, roles: Roles, *, name: str = "best_of_n") -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives the chosen solution's steps once chosen.
+    def required_roles(self) -> tuple[Role, ...]:
+        """The chosen model and the reward model."""
+        return (self.options.model, "reward")
 
-        Raises:
-            ConfigError: the chosen model or the reward model is missing.
-        """
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Sample, score and choose in ``ctx``."""
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
-        ctx.model(o.model)
-        ctx.require_reward()
 
         completions = sample_solutions(ctx, o.model, o.n, o.temperature, o.max_solution_tokens)
         paths = [path_of(c, o.step_delimiter) for c in completions]
@@ -111,10 +107,11 @@ class BestOfNPolicy:
         if chosen_index is None:
             chosen_index = argmax([-math.inf if s is None else s for s in scores])
         chosen = paths[chosen_index]
-        commit_solution(ctx, chosen, source_of(o.model), "best_of_n")
+        commit_solution(ctx, chosen, source_of(o.model), Decision.BEST_OF_N)
         return ctx.result(
             chosen,
             final_score=scores[chosen_index],
+            unfinished=StopReason.MAX_TOKENS,
             extra={
                 "selection": o.selection,
                 "chosen": chosen_index,

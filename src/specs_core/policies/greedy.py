@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from specs_core.plugins import Roles
-from specs_core.types import SearchResult, StepCallback
-
-from ._search import (
+from specs_core.protocols import Roles
+from specs_core.search import (
     ModelChoice,
     PolicyOptions,
+    Role,
     SearchContext,
+    SearchPolicy,
     commit_solution,
     path_of,
     sample_solutions,
     source_of,
 )
+from specs_core.types import Decision, SearchResult, StopReason
 
 __all__ = ["DraftGreedyOptions", "GreedyOptions", "GreedyPolicy"]
 
@@ -33,8 +34,8 @@ class DraftGreedyOptions(GreedyOptions):
     model: ModelChoice = Field("draft", description="the model that writes the solution")
 
 
-class GreedyPolicy:
-    """One greedy solution.
+class GreedyPolicy(SearchPolicy[GreedyOptions]):
+    """One greedy solution; its steps are committed once it is generated.
 
     Args:
         options: validated :class:`GreedyOptions`.
@@ -43,20 +44,16 @@ class GreedyPolicy:
     """
 
     def __init__(self, options: GreedyOptions, roles: Roles, *, name: str = "greedy") -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives the solution's steps once generated.
+    def required_roles(self) -> tuple[Role, ...]:
+        """The chosen model."""
+        return (self.options.model,)
 
-        Raises:
-            ConfigError: the chosen model is missing.
-        """
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Decode greedily in ``ctx``."""
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
         completion = sample_solutions(ctx, o.model, 1, 0.0, o.max_solution_tokens)[0]
         path = path_of(completion, o.step_delimiter)
-        commit_solution(ctx, path, source_of(o.model), "greedy")
-        return ctx.result(path, final_score=None)
+        commit_solution(ctx, path, source_of(o.model), Decision.GREEDY)
+        return ctx.result(path, final_score=None, unfinished=StopReason.MAX_TOKENS)

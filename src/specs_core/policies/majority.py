@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from specs_core.plugins import Roles
-from specs_core.text import extract_answer
-from specs_core.types import SearchResult, StepCallback
-
-from ._search import (
+from specs_core.protocols import Roles
+from specs_core.search import (
     ModelChoice,
+    Role,
     SearchContext,
+    SearchPolicy,
     SolutionOptions,
     commit_solution,
     path_of,
     sample_solutions,
     source_of,
 )
+from specs_core.text import extract_answer
+from specs_core.types import Decision, SearchResult, StopReason
 
 __all__ = ["DraftMajorityOptions", "MajorityOptions", "MajorityPolicy", "majority_vote"]
 
@@ -54,8 +55,9 @@ def majority_vote(answers: list[str | None]) -> tuple[int, dict[str, int]]:
     return answers.index(winner), votes
 
 
-class MajorityPolicy:
-    """Majority vote over ``n`` sampled solutions.
+class MajorityPolicy(SearchPolicy[MajorityOptions]):
+    """Majority vote over ``n`` sampled solutions; the chosen solution's steps are committed once
+    it is chosen.
 
     Args:
         options: validated :class:`MajorityOptions`.
@@ -64,27 +66,24 @@ class MajorityPolicy:
     """
 
     def __init__(self, options: MajorityOptions, roles: Roles, *, name: str = "majority") -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives the chosen solution's steps once chosen.
+    def required_roles(self) -> tuple[Role, ...]:
+        """The chosen model."""
+        return (self.options.model,)
 
-        Raises:
-            ConfigError: the chosen model is missing.
-        """
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Sample and vote in ``ctx``."""
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
         completions = sample_solutions(ctx, o.model, o.n, o.temperature, o.max_solution_tokens)
         paths = [path_of(c, o.step_delimiter) for c in completions]
         answers = [extract_answer(p.text) for p in paths]
         index, votes = majority_vote(answers)
         chosen = paths[index]
-        commit_solution(ctx, chosen, source_of(o.model), "majority")
+        commit_solution(ctx, chosen, source_of(o.model), Decision.MAJORITY)
         return ctx.result(
             chosen,
             final_score=None,
+            unfinished=StopReason.MAX_TOKENS,
             extra={"votes": votes, "chosen": index, "answers": answers},
         )

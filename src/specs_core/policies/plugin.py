@@ -1,6 +1,6 @@
 """Registers the built-in search policies through the ``register_policies`` hook.
 
-Each policy declares the roles it needs; the :class:`~specs_core.engine.Specs` facade builds only
+Each policy declares the roles it needs; the :class:`~specs_core.solver.Specs` facade builds only
 those, so a configuration without a draft model still runs every target-only policy. Policies
 that may run on either model take a ``model`` option and come in two registrations: ``<policy>``
 (declares the target) and ``draft_<policy>`` (declares the draft).
@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from specs_core.errors import ConfigError
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import Policy, RegisterPolicy, Roles
+from specs_core.plugins import RegisterPolicy
+from specs_core.protocols import Policy, Roles
 
 from .beam_search import BeamSearchOptions, BeamSearchPolicy, DraftBeamSearchOptions
 from .best_of_n import BestOfNOptions, BestOfNPolicy, DraftBestOfNOptions

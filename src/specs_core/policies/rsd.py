@@ -13,17 +13,18 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from specs_core.errors import ContextOverflowError
-from specs_core.plugins import Roles
-from specs_core.types import CandidateRecord, SearchResult, StepCallback, StepRecord, StepSource
-
-from ._search import (
+from specs_core.protocols import Roles
+from specs_core.search import (
+    Role,
     SearchContext,
+    SearchPolicy,
     SolutionPath,
     StepSearchOptions,
     argmax,
     is_finished,
     reject_nan,
 )
+from specs_core.types import CandidateRecord, Decision, SearchResult, StepRecord, StepSource
 
 __all__ = ["RsdOptions", "RsdPolicy"]
 
@@ -40,7 +41,7 @@ class RsdOptions(StepSearchOptions):
         return reject_nan(value)
 
 
-class RsdPolicy:
+class RsdPolicy(SearchPolicy[RsdOptions]):
     """Reward-guided speculative decoding bound to a draft, a target and a reward model.
 
     Args:
@@ -50,25 +51,16 @@ class RsdPolicy:
     """
 
     def __init__(self, options: RsdOptions, roles: Roles, *, name: str = "rsd") -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives each step as it is committed.
+    def required_roles(self) -> tuple[Role, ...]:
+        """Draft, target and reward model."""
+        return ("draft", "target", "reward")
 
-        Raises:
-            ConfigError: a role is missing.
-        """
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Run RSD in ``ctx``."""
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
-        ctx.model("draft")
-        ctx.model("target")
-        ctx.require_reward()
-
         path = SolutionPath()
-        accepted = rejected = 0
         try:
             for i in range(o.max_steps):
                 prompt = ctx.prompt(path.text)
@@ -94,7 +86,7 @@ class RsdPolicy:
                         reward=rewards[best],
                         drafted=True,
                         accepted=True,
-                        decision="draft_accepted",
+                        decision=Decision.DRAFT_ACCEPTED,
                         candidates=draft_records,
                     )
                 else:
@@ -117,7 +109,7 @@ class RsdPolicy:
                         reward=target_rewards[pick],
                         drafted=True,
                         accepted=False,
-                        decision="draft_rejected",
+                        decision=Decision.DRAFT_REJECTED,
                         candidates=(
                             *draft_records,
                             *(
@@ -136,8 +128,6 @@ class RsdPolicy:
                     )
                 path = path.extend(record.text, record.reward, is_finished(chosen))
                 ctx.commit(record)
-                accepted += record.decision == "draft_accepted"
-                rejected += record.decision.startswith("draft_rejected")
                 if path.finished:
                     break
         except ContextOverflowError as e:
@@ -146,7 +136,5 @@ class RsdPolicy:
         return ctx.result(
             path,
             final_score=path.score(o.aggregation),
-            accepted_draft_steps=accepted,
-            rejected_draft_steps=rejected,
             extra={"delta": o.delta},
         )

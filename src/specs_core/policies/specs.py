@@ -25,8 +25,8 @@ model a second call for a target step whose text equals a rejected draft.
 Hybrid (``hybrid: true``, draft and target sharing a tokenizer): the target's verification pass
 over the drafts' tokens is reused when every draft is rejected. Target candidate ``k`` accepts
 the longest prefix of draft ``k`` that token-level speculative sampling accepts
-(:func:`specs_core.speculative.accept_by_sampling`) and generates only the rest, from the cells
-the verification already filled. The target candidates keep exactly the distribution (with a
+(:func:`specs_core.backend_kit.ngram.accept_by_sampling`) and generates only the rest, from the
+cells the verification already filled. The target candidates keep exactly the distribution (with a
 seed: the very samples) of a plain target step. The reward model then runs before the
 target's verification instead of beside it, because the target decides inside that one call
 whether to continue.
@@ -45,28 +45,27 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from specs_core.errors import BackendError, ContextOverflowError
-from specs_core.plugins import Roles
-from specs_core.protocols import require
-from specs_core.speculative import Verification, check_shared_tokenizer
-from specs_core.types import (
-    CandidateRecord,
-    Completion,
-    Prompt,
-    SearchResult,
-    StepCallback,
-    StepRecord,
-    StepSource,
-    TokenLogprobs,
-)
-
-from ._search import (
+from specs_core.protocols import Roles, Verification, check_shared_tokenizer, require
+from specs_core.search import (
     CompletedPool,
+    Role,
     SearchContext,
+    SearchPolicy,
     SolutionPath,
     StepSearchOptions,
     argmax,
     is_finished,
     reject_nan,
+)
+from specs_core.types import (
+    CandidateRecord,
+    Completion,
+    Decision,
+    Prompt,
+    SearchResult,
+    StepRecord,
+    StepSource,
+    TokenLogprobs,
 )
 
 __all__ = ["SpecsOptions", "SpecsPolicy", "softmax_choice"]
@@ -132,7 +131,7 @@ class _DraftOutcome:
     verification: Verification | None = None
 
 
-class SpecsPolicy:
+class SpecsPolicy(SearchPolicy[SpecsOptions]):
     """The SPECS search bound to a draft, a target and a reward model.
 
     Args:
@@ -142,9 +141,11 @@ class SpecsPolicy:
     """
 
     def __init__(self, options: SpecsOptions, roles: Roles, *, name: str = "specs") -> None:
-        self.options = options
-        self.roles = roles
-        self.name = name
+        super().__init__(options, roles, name=name)
+
+    def required_roles(self) -> tuple[Role, ...]:
+        """Target, draft and reward model."""
+        return ("target", "draft", "reward")
 
     # -- measures ---------------------------------------------------------------------------
 
@@ -314,18 +315,14 @@ class SpecsPolicy:
 
     # -- the search -------------------------------------------------------------------------
 
-    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
-        """Solve ``question``; ``on_step`` receives each step as it is committed.
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Run SPECS in ``ctx``.
 
         Raises:
-            ConfigError: a role is missing.
             CapabilityError: the target cannot score, or the draft gives no log-probabilities.
         """
         o = self.options
-        ctx = SearchContext(self.name, question, o, self.roles)
-        ctx.start(on_step)
         target, draft = ctx.model("target"), ctx.model("draft")
-        ctx.require_reward()
         why = f"policy {self.name!r}"
         require(target.capabilities, ["scoring"], who=f"target {target.name!r}", why=why)
         score_draft = not draft.capabilities.generation_logprobs
@@ -339,7 +336,6 @@ class SpecsPolicy:
         path = SolutionPath()
         pool = CompletedPool(o.aggregation)
         use_draft = False
-        accepted = rejected = switches = 0
         try:
             for i in range(o.max_steps):
                 prompt = ctx.prompt(path.text)
@@ -361,7 +357,7 @@ class SpecsPolicy:
                             reward=outcome.rewards[outcome.chosen],
                             drafted=True,
                             accepted=True,
-                            decision="draft_accepted",
+                            decision=Decision.DRAFT_ACCEPTED,
                             candidates=tuple(drafts),
                         )
                 if record is None:
@@ -369,7 +365,6 @@ class SpecsPolicy:
                         ctx, prompt, path, i, pool, hybrid
                     )
                     use_draft = switch and drafting
-                    switches += use_draft
                     finished = is_finished(completions[best])
                     record = StepRecord(
                         index=i,
@@ -379,17 +374,19 @@ class SpecsPolicy:
                         drafted=bool(drafts),
                         accepted=False if drafts else None,
                         decision=(
-                            ("draft_rejected_hybrid" if hybrid is not None else "draft_rejected")
+                            (
+                                Decision.DRAFT_REJECTED_HYBRID
+                                if hybrid is not None
+                                else Decision.DRAFT_REJECTED
+                            )
                             if drafts
-                            else "target"
+                            else Decision.TARGET
                         ),
                         switched_to_draft=use_draft,
                         candidates=(*drafts, *records),
                     )
                 path = path.extend(record.text, record.reward, finished)
                 ctx.commit(record)
-                accepted += record.decision == "draft_accepted"
-                rejected += record.decision.startswith("draft_rejected")
                 if finished:
                     break
         except ContextOverflowError as e:
@@ -399,9 +396,6 @@ class SpecsPolicy:
         return ctx.result(
             chosen,
             final_score=chosen.score(o.aggregation),
-            accepted_draft_steps=accepted,
-            rejected_draft_steps=rejected,
-            switches=switches,
             extra={
                 "completed": len(pool),
                 "drafting": drafting,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from specs_core.backend_kit.ngram import SpeculativeOptions
 from specs_core.hookspecs import hookimpl
-from specs_core.plugins import ModelResolver, RegisterBackend, RegisterRewardModel
-from specs_core.speculative import SpeculativeOptions
+from specs_core.plugins import RegisterBackend, RegisterRewardModel
+from specs_core.protocols import ModelResolver
 from specs_core.testing.toy import ToyLanguageModel
 from specs_core.testing.toy_reward import ToyRewardModel
 

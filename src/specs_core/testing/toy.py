@@ -27,8 +27,8 @@ How it works:
 - **Template.** ``system``, ``question`` and ``partial`` are rendered into one token context
   between marker tokens; ``partial`` stays the open assistant message and is continued.
 - **Speculative decoding.** With ``speculative`` options the toy drafts with the shared n-gram
-  drafter of :mod:`specs_core.speculative` and verifies with its acceptance rule, and it
-  implements :class:`~specs_core.speculative.ProposalVerifier`; every variant shares one
+  drafter of :mod:`specs_core.backend_kit.ngram` and verifies with its acceptance rule, and it
+  implements :class:`~specs_core.protocols.ProposalVerifier`; every variant shares one
   tokenizer, hence one ``tokenizer_id``. The samples are those of plain sampling with the same
   seed: the point is to test the rule, not to be faster.
 """
@@ -46,16 +46,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from specs_core.errors import ContextOverflowError, InvalidInputError
-from specs_core.protocols import Capabilities, check_pairs
-from specs_core.speculative import (
-    ContinueIf,
+from specs_core.backend_kit.ngram import (
     NgramSession,
     NgramTables,
     SpeculativeOptions,
-    Verification,
     accept_by_sampling,
 )
+from specs_core.errors import ContextOverflowError, InvalidInputError
+from specs_core.protocols import Capabilities, ContinueIf, Verification, check_pairs
 from specs_core.testing.toy_tokenizer import (
     _ASSISTANT_ID,
     _BLOCK,
@@ -524,7 +522,7 @@ class ToyLanguageModel:
         continue_if: ContinueIf,
     ) -> Verification:
         """Score proposals and, when ``continue_if`` agrees, continue sample ``k`` from
-        proposal ``k`` (see :class:`~specs_core.speculative.ProposalVerifier`).
+        proposal ``k`` (see :class:`~specs_core.protocols.ProposalVerifier`).
 
         The continuations equal ``generate([prompt], params)[0]`` for a seeded ``params``.
         """

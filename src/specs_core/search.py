@@ -1,10 +1,17 @@
-"""Machinery shared by the search policies: options, the per-run search context, solution paths.
+"""The public machinery of search policies: the search context, options, solution paths.
 
-A :class:`SearchContext` lives for one ``run``. It owns the run's
-:class:`~specs_core.accounting.Accountant`, wraps the models of each role so that every call is
-timed under its phase and its tokens are counted under the model's name, guards the reward model
-(validation and a per-run reward cache), derives the sampling seeds, and builds the
-:class:`~specs_core.types.SearchResult`.
+Every policy, built-in or from a plugin, is written against this module:
+
+- :class:`SearchPolicy` is the base class. Its ``run`` opens a :class:`SearchContext` for the
+  question, checks that the roles the policy needs were given, and calls the policy's
+  ``search(ctx)``.
+- :class:`SearchContext` lives for one run. It wraps the models of each role so that every call
+  is timed under its :class:`~specs_core.types.Phase` and its tokens are counted under the
+  model's name, guards the reward model (validation and a per-run reward cache), derives the
+  sampling seeds, records the committed steps (handing each to the caller's step callback), and
+  builds the :class:`~specs_core.types.SearchResult`.
+- :class:`PolicyOptions`, :class:`StepSearchOptions` and :class:`SolutionOptions` are the option
+  bases; :class:`SolutionPath` and :class:`CompletedPool` hold partial and finished solutions.
 
 Step texts keep their delimiter in the partial solution that models continue; the reward model
 receives the steps without it (:func:`specs_core.text.step_content`).
@@ -15,18 +22,17 @@ from __future__ import annotations
 import logging
 import math
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from specs_core.accounting import Accountant
 from specs_core.errors import BackendError, ConfigError, ContextOverflowError, InvalidInputError
-from specs_core.plugins import Roles
-from specs_core.protocols import LanguageModel
+from specs_core.protocols import ContinueIf, LanguageModel, ProposalVerifier, Roles, Verification
 from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
-from specs_core.speculative import ContinueIf, ProposalVerifier, Verification
 from specs_core.text import (
     DEFAULT_STEP_DELIMITER,
     DEFAULT_SYSTEM_PROMPT,
@@ -36,13 +42,16 @@ from specs_core.text import (
 )
 from specs_core.types import (
     Completion,
+    Decision,
     FinishReason,
+    Phase,
     Prompt,
     SamplingParams,
     SearchResult,
     StepCallback,
     StepRecord,
     StepSource,
+    StopReason,
     TokenLogprobs,
 )
 
@@ -50,7 +59,9 @@ __all__ = [
     "CompletedPool",
     "ModelChoice",
     "PolicyOptions",
+    "Role",
     "SearchContext",
+    "SearchPolicy",
     "SolutionOptions",
     "SolutionPath",
     "StepSearchOptions",
@@ -66,13 +77,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ModelChoice = Literal["target", "draft"]
-"""Which configured model a single-model policy runs on."""
+"""Which configured model a call (or a single-model policy) runs on."""
+
+Role = Literal["target", "draft", "reward"]
+"""A role a policy may need."""
 
 _PHASE_OF = {
-    ("draft", "generate"): "draft_generate",
-    ("target", "generate"): "target_generate",
-    ("draft", "score"): "draft_score",
-    ("target", "score"): "target_score",
+    ("draft", "generate"): Phase.DRAFT_GENERATE,
+    ("target", "generate"): Phase.TARGET_GENERATE,
+    ("draft", "score"): Phase.DRAFT_SCORE,
+    ("target", "score"): Phase.TARGET_SCORE,
 }
 
 
@@ -191,19 +205,37 @@ class CompletedPool:
 
 
 class SearchContext:
-    """Everything one policy run shares: models by role, accounting, reward guard, seeds.
+    """Everything one policy run shares: models by role, accounting, reward guard, seeds, trace.
+
+    Attributes:
+        policy: the policy's registered name.
+        question: the problem being solved.
+        options: the policy's validated options.
+        roles: the models the policy was built with.
+        acct: the run's :class:`~specs_core.accounting.Accountant` (for work timed elsewhere).
+        rng: the run's random stream, seeded by ``options.seed`` (for the policy's own choices).
+        steps: the steps committed so far.
+        stop_reason: set by :meth:`stop_on_overflow`; otherwise derived by :meth:`result`.
 
     Args:
         policy: the policy's registered name (recorded in the result).
         question: the problem to solve.
         options: the policy's validated options.
         roles: the models the policy was built with.
+        on_step: called with each step as it is committed (e.g. for streaming).
 
     Raises:
         InvalidInputError: the question is empty.
     """
 
-    def __init__(self, policy: str, question: str, options: PolicyOptions, roles: Roles) -> None:
+    def __init__(
+        self,
+        policy: str,
+        question: str,
+        options: PolicyOptions,
+        roles: Roles,
+        on_step: StepCallback | None = None,
+    ) -> None:
         if not isinstance(question, str) or not question.strip():
             raise InvalidInputError("the question is empty; pass the problem text to solve")
         self.policy = policy
@@ -213,8 +245,8 @@ class SearchContext:
         self.acct = Accountant()
         self.rng = random.Random(options.seed)
         self.steps: list[StepRecord] = []
-        self.stopped: str | None = None
-        self._on_step: StepCallback | None = None
+        self.stop_reason: StopReason | None = None
+        self._on_step = on_step
         self.reward: GuardedRewardModel | None = (
             GuardedRewardModel(roles.reward, self.acct, roles.reward_plugin)
             if roles.reward is not None
@@ -236,6 +268,17 @@ class SearchContext:
                 f"{role}: section to the config, or pass Roles({role}=...)"
             )
         return model
+
+    def require(self, role: Role) -> None:
+        """Check up front that the policy was given the model of ``role``.
+
+        Raises:
+            ConfigError: it was not (the message says how to add it).
+        """
+        if role == "reward":
+            self.require_reward()
+        else:
+            self.model(role)
 
     def require_reward(self) -> GuardedRewardModel:
         """The guarded reward model.
@@ -332,7 +375,7 @@ class SearchContext:
 
         Raises:
             ConfigError: the model does not implement
-                :class:`~specs_core.speculative.ProposalVerifier`.
+                :class:`~specs_core.protocols.ProposalVerifier`.
             BackendError: the model returned the wrong number of results.
         """
         model = self.model(role)
@@ -372,10 +415,6 @@ class SearchContext:
 
     # -- trace and result -------------------------------------------------------------------
 
-    def start(self, on_step: StepCallback | None) -> None:
-        """Remember the step callback of this run."""
-        self._on_step = on_step
-
     def commit(self, record: StepRecord) -> None:
         """Record a committed step and hand it to the step callback at once."""
         self.steps.append(record)
@@ -384,7 +423,7 @@ class SearchContext:
             self.policy,
             record.index,
             record.beam,
-            record.decision,
+            record.decision.value,
             record.source.value,
             record.reward,
         )
@@ -395,7 +434,8 @@ class SearchContext:
         """End the search because its next step no longer fits a model's context.
 
         The search keeps what it committed (the result is then marked unfinished, with
-        ``extra["stopped"] == "context"``); a search that could not commit one step re-raises.
+        ``stop_reason`` :attr:`~specs_core.types.StopReason.CONTEXT`); a search that could not
+        commit one step re-raises.
 
         Raises:
             ContextOverflowError: ``error``, when no step was committed.
@@ -408,20 +448,28 @@ class SearchContext:
             len(self.steps),
             error,
         )
-        self.stopped = "context"
+        self.stop_reason = StopReason.CONTEXT
 
     def result(
         self,
         path: SolutionPath,
         *,
         final_score: float | None,
-        accepted_draft_steps: int = 0,
-        rejected_draft_steps: int = 0,
-        switches: int = 0,
+        unfinished: StopReason = StopReason.MAX_STEPS,
         extra: Mapping[str, object] | None = None,
     ) -> SearchResult:
-        """The result of the run with ``path`` as the chosen solution."""
+        """The result of the run with ``path`` as the chosen solution.
+
+        Step counts are derived from the committed steps. The stop reason is
+        :attr:`~specs_core.types.StopReason.CONTEXT` after :meth:`stop_on_overflow`, else
+        :attr:`~specs_core.types.StopReason.FINISHED` when ``path`` finished, else
+        ``unfinished`` (the budget that cut it).
+        """
         text = path.text
+        if self.stop_reason is not None:
+            reason = self.stop_reason
+        else:
+            reason = StopReason.FINISHED if path.finished else unfinished
         return SearchResult(
             question=self.question,
             policy=self.policy,
@@ -431,11 +479,9 @@ class SearchContext:
             solution_steps=path.steps,
             final_score=final_score,
             finished=path.finished,
-            accepted_draft_steps=accepted_draft_steps,
-            rejected_draft_steps=rejected_draft_steps,
-            switches=switches,
+            stop_reason=reason,
             usage=self.acct.finish(),
-            extra={**(extra or {}), **({"stopped": self.stopped} if self.stopped else {})},
+            extra=dict(extra or {}),
         )
 
 
@@ -466,7 +512,7 @@ def path_of(completion: Completion, delimiter: str) -> SolutionPath:
 
 
 def commit_solution(
-    ctx: SearchContext, path: SolutionPath, source: StepSource, decision: str
+    ctx: SearchContext, path: SolutionPath, source: StepSource, decision: Decision
 ) -> None:
     """Commit the steps of a chosen whole solution, in order (whole-solution policies)."""
     for i, (step, reward) in enumerate(zip(path.steps, path.rewards, strict=True)):
@@ -481,3 +527,45 @@ def commit_solution(
                 decision=decision,
             )
         )
+
+
+OptionsT = TypeVar("OptionsT", bound=PolicyOptions)
+
+
+class SearchPolicy(ABC, Generic[OptionsT]):
+    """Base class of a search policy.
+
+    A subclass implements :meth:`search`, and :meth:`required_roles` when it needs models;
+    :meth:`run` opens the :class:`SearchContext`, checks the roles and calls :meth:`search`. A
+    plugin registers a factory ``(options, roles) -> policy`` (see ``docs/plugins.md``).
+
+    Args:
+        options: the policy's validated options (a :class:`PolicyOptions` subclass).
+        roles: the models the policy works with.
+        name: the registered name, recorded in results.
+    """
+
+    def __init__(self, options: OptionsT, roles: Roles, *, name: str) -> None:
+        self.options = options
+        self.roles = roles
+        self.name = name
+
+    def required_roles(self) -> tuple[Role, ...]:
+        """The roles checked before the search starts, in order (default: none)."""
+        return ()
+
+    def run(self, question: str, *, on_step: StepCallback | None = None) -> SearchResult:
+        """Solve ``question``; ``on_step`` receives each step as it is committed.
+
+        Raises:
+            InvalidInputError: the question is empty.
+            ConfigError: a role the policy needs is missing.
+        """
+        ctx = SearchContext(self.name, question, self.options, self.roles, on_step)
+        for role in self.required_roles():
+            ctx.require(role)
+        return self.search(ctx)
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Run the search in ``ctx`` and return :meth:`SearchContext.result`."""

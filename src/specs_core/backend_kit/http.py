@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the SGLang and OpenAI-compatible backends.
+"""HTTP plumbing shared by the backends and reward models that talk to inference servers.
 
 One :class:`HttpPool` per model: a pooled ``httpx.Client`` per base URL, round robin over the URLs
 (a retry moves on to the next URL, so a dead replica is skipped), timeouts, retries with
@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from specs_core.errors import BackendError, BackendUnavailableError, ConfigError, ProtocolError
 
 __all__ = [

@@ -1,9 +1,18 @@
-"""Chat prompts rendered on the client, for servers spoken to in raw text.
+"""Chat templates: every backend renders a :class:`~specs_core.types.Prompt` the same way.
 
-SGLang's ``/generate`` and OpenAI's ``/v1/completions`` take raw text: the server applies no chat
-template. The backend renders ``system`` and ``question`` with the model's template and then
-appends ``partial`` as the still-open assistant message (the template's generation prompt opens
-it; nothing closes it). The template comes from, in order of preference:
+A prompt's ``system`` and ``question`` are rendered with the model's chat template (generation
+prompt on) and ``partial`` is appended as the still-open assistant message, which the model
+continues.
+
+:class:`ChatTemplate` compiles a Jinja template in a sandbox set up like Hugging Face
+``apply_chat_template``: ``trim_blocks``, ``lstrip_blocks``, the ``loopcontrols`` extension,
+``raise_exception``, ``strftime_now`` and a ``tojson`` filter that keeps non-ASCII text. The
+llama.cpp backend renders the template of a GGUF file with it; the server backends use it for any
+Jinja template they are given.
+
+Servers spoken to in raw text (SGLang's ``/generate``, OpenAI's ``/v1/completions``) apply no
+chat template, so their backends render on the client with :func:`build_renderer`. The template
+comes from, in order of preference:
 
 - ``chat_template``: a built-in name (see :data:`BUILTIN_TEMPLATES`), a Jinja template string,
   or the path of a file holding one (the ``chat_template`` of a Hugging Face tokenizer config);
@@ -18,15 +27,29 @@ model wants one; rendered prompts therefore never contain the BOS token themselv
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from specs_core.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from specs_core.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidInputError,
+    ModelNotFoundError,
+)
 from specs_core.types import Prompt
 
-__all__ = ["BUILTIN_TEMPLATES", "ChatRenderer", "build_renderer", "infer_template"]
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "ChatRenderer",
+    "ChatTemplate",
+    "build_renderer",
+    "infer_template",
+    "prompt_messages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +112,105 @@ def infer_template(model_path: str) -> str | None:
     return None
 
 
+def prompt_messages(prompt: Prompt) -> Messages:
+    """The chat messages of a prompt: its optional system message and the user's question."""
+    messages: Messages = []
+    if prompt.system is not None:
+        messages.append({"role": "system", "content": prompt.system})
+    messages.append({"role": "user", "content": prompt.question})
+    return messages
+
+
+def _raise_exception(message: str) -> None:
+    raise InvalidInputError(f"the chat template refused the messages: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+class ChatTemplate:
+    """A compiled Jinja chat template.
+
+    Args:
+        source: the Jinja template text.
+        bos_token: the model's beginning-of-sequence text (template variable ``bos_token``).
+        eos_token: the model's end-of-sequence text (template variable ``eos_token``).
+        origin: where the template came from, for error messages.
+
+    Raises:
+        ConfigError: the template does not compile (or jinja2 is not installed).
+    """
+
+    def __init__(self, source: str, *, bos_token: str, eos_token: str, origin: str) -> None:
+        try:
+            import jinja2
+            import jinja2.ext
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ImportError as e:
+            raise ConfigError(
+                "a Jinja chat template needs the jinja2 package (pip install jinja2), or use a "
+                "built-in template name"
+            ) from e
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.origin = origin
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise ConfigError(
+                f"the chat template from {origin} does not compile ({e}); pass a valid Jinja "
+                "template as the chat_template option"
+            ) from e
+
+    def render_messages(self, messages: Messages) -> str:
+        """The rendered conversation up to the start of the assistant message."""
+        import jinja2
+
+        try:
+            text: str = self._template.render(
+                messages=messages,
+                add_generation_prompt=True,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except jinja2.TemplateError as e:
+            raise ConfigError(
+                f"the chat template from {self.origin} failed to render ({e}); pass a working "
+                "template as the chat_template option"
+            ) from e
+        return text
+
+    def render_head(self, prompt: Prompt) -> str:
+        """The rendered conversation of ``prompt`` up to the start of the assistant message."""
+        return self.render_messages(prompt_messages(prompt))
+
+    def render(self, prompt: Prompt) -> str:
+        """The text the model continues: the rendered conversation plus the open partial answer."""
+        if not isinstance(prompt, Prompt):
+            raise InvalidInputError(f"expected a Prompt, got {type(prompt).__name__}")
+        return self.render_head(prompt) + prompt.partial
+
+
 class ChatRenderer:
     """Renders a :class:`~specs_core.types.Prompt` as the raw text a model continues.
 
@@ -103,45 +225,12 @@ class ChatRenderer:
 
     def __call__(self, prompt: Prompt) -> str:
         """``system`` + ``question`` through the template, then ``partial`` left open."""
-        messages: Messages = []
-        if prompt.system is not None:
-            messages.append({"role": "system", "content": prompt.system})
-        messages.append({"role": "user", "content": prompt.question})
-        return self._render(messages) + prompt.partial
+        return self._render(prompt_messages(prompt)) + prompt.partial
 
 
 def _jinja_renderer(source: str, description: str) -> ChatRenderer:
-    try:
-        from jinja2 import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as e:
-        raise ConfigError(
-            "a Jinja chat_template needs the jinja2 package (pip install jinja2), or use a "
-            "built-in template name"
-        ) from e
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        template = env.from_string(source)
-    except TemplateError as e:
-        raise ConfigError(
-            f"chat_template ({description}) is not a valid Jinja template: {e}"
-        ) from e
-
-    def render(messages: Messages) -> str:
-        try:
-            text: str = template.render(
-                messages=messages, add_generation_prompt=True, bos_token="", eos_token=""
-            )
-        except TemplateError as e:
-            raise ConfigError(f"chat_template ({description}) failed to render: {e}") from e
-        return text
-
-    return ChatRenderer(render, description)
+    template = ChatTemplate(source, bos_token="", eos_token="", origin=description)
+    return ChatRenderer(template.render_messages, description)
 
 
 def _tokenizer_renderer(name: str, backend: str, extra: str) -> ChatRenderer:

@@ -1,4 +1,7 @@
-"""Where GGUF files come from: local paths, the Hugging Face hub, and models embedded in packages.
+"""Model artifacts for backends: where GGUF files come from, and their checksums.
+
+Engine-free (hashlib, ``importlib.metadata``; ``huggingface_hub`` only when a hub source is
+named), so any backend that reads GGUF files (llama.cpp, transformers) resolves them alike.
 
 Three kinds of source are accepted wherever a model is named:
 
@@ -436,8 +439,7 @@ def _check_gguf(path: Path) -> Path:
         raise ModelNotFoundError(f"cannot read model file {str(path)!r}: {e}") from e
     if magic != _GGUF_MAGIC:
         raise ModelNotFoundError(
-            f"{str(path)!r} is not a GGUF file (it starts with {magic!r}); the llamacpp backend "
-            "loads .gguf files only"
+            f"{str(path)!r} is not a GGUF file (it starts with {magic!r}); pass a .gguf file"
         )
     return path
 

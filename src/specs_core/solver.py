@@ -25,8 +25,8 @@ from specs_core.config import (
     validate_options,
 )
 from specs_core.errors import ConfigError, InvalidInputError, PluginError
-from specs_core.plugins import Policy, Registry, Roles, get_registry
-from specs_core.protocols import LanguageModel, RewardModel
+from specs_core.plugins import Registry, get_registry
+from specs_core.protocols import LanguageModel, Policy, RewardModel, Roles
 from specs_core.types import SearchResult, StepCallback
 
 __all__ = ["Specs"]

@@ -1,6 +1,6 @@
-"""Token-level speculative decoding shared by the backends and by the SPECS hybrid step.
+"""Token-level speculative decoding shared by the backends: the n-gram drafter and the rule.
 
-Three engine-independent pieces live here (pure Python, no engine and no numpy):
+Two engine-independent pieces live here (pure Python, no engine and no numpy):
 
 - :class:`NgramTables` / :class:`NgramSession`: an n-gram drafter. It proposes the tokens that
   followed the most recent earlier occurrence of a sequence's last ``min_match..max_match``
@@ -17,33 +17,27 @@ Three engine-independent pieces live here (pure Python, no engine and no numpy):
   ``min(1, p(x)/q(x))`` for a point-mass proposal ``q = 1{x}``, with its residual. Whatever
   produced the proposal, the emitted tokens follow ``p`` (see ``docs/speculative.md``); with the
   same seed they are even the very tokens plain decoding draws.
-- :class:`ProposalVerifier`: the optional protocol of a model that verifies another model's
-  tokens in one batched pass and, on request, continues from the accepted prefix (the SPECS
-  hybrid step), with :class:`Verification` as its result.
+
+The contract of a model that verifies another model's proposals (the SPECS hybrid step) is
+:class:`specs_core.protocols.ProposalVerifier`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from specs_core.errors import ConfigError, InvalidInputError
-from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
+from specs_core.errors import InvalidInputError
 
 __all__ = [
-    "ContinueIf",
     "NgramSession",
     "NgramTable",
     "NgramTables",
-    "ProposalVerifier",
     "SpeculativeOptions",
-    "Verification",
     "accept_by_sampling",
-    "check_shared_tokenizer",
 ]
 
 
@@ -316,87 +310,3 @@ def accept_by_sampling(
         if not (alive and matched):
             break
     return accepted
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What a :class:`ProposalVerifier` returns.
-
-    Attributes:
-        scores: per proposal, the verifier's untempered log-probabilities of its tokens.
-        accepted: per proposal, how many leading tokens the verifier's sampling accepted.
-        completions: the continuations (one per proposal), or ``None`` when ``continue_if``
-            declined them.
-        score_interval: ``time.perf_counter`` readings around the verification pass.
-        generate_interval: readings around the continuation (``None`` without one).
-    """
-
-    scores: list[TokenLogprobs]
-    accepted: list[int]
-    completions: list[Completion] | None
-    score_interval: tuple[float, float]
-    generate_interval: tuple[float, float] | None = None
-
-
-ContinueIf = Callable[[list[TokenLogprobs]], bool]
-"""Decides, from the verifier's scores of the proposals, whether to continue them."""
-
-
-@runtime_checkable
-class ProposalVerifier(Protocol):
-    """A model that verifies proposed tokens in one pass and continues from what it accepts.
-
-    Backends implement it as an optional extension of
-    :class:`~specs_core.protocols.LanguageModel` (llama.cpp and the toy backend do).
-    """
-
-    @property
-    def tokenizer_id(self) -> str:
-        """A fingerprint of the vocabulary: models with equal ids tokenize text alike."""
-        ...
-
-    def verify_proposals(
-        self,
-        prompt: Prompt,
-        proposals: Sequence[Sequence[int]],
-        params: SamplingParams,
-        continue_if: ContinueIf,
-    ) -> Verification:
-        """Score ``proposals`` (token ids in this model's vocabulary) after ``prompt``; then,
-        when ``continue_if(scores)`` is true, continue sample ``k`` from proposal ``k``.
-
-        Continuation ``k`` accepts the longest prefix of proposal ``k`` that
-        :func:`accept_by_sampling` accepts with sample ``k``'s random stream, then generates the
-        rest as usual. The continuations are therefore distributed exactly as
-        ``generate([prompt], params)`` (and, the computation being the same, equal to it for the
-        same seed). ``continue_if`` is called with the model's lock held: it must not call the
-        model.
-
-        Raises:
-            InvalidInputError: ``len(proposals) != params.n``.
-        """
-        ...
-
-
-def check_shared_tokenizer(draft: object, target: object, *, why: str) -> ProposalVerifier:
-    """The target as a :class:`ProposalVerifier` sharing the draft's tokenizer.
-
-    Raises:
-        ConfigError: the target cannot verify proposals, or the two tokenizers differ.
-    """
-    draft_name = getattr(draft, "name", "draft")
-    target_name = getattr(target, "name", "target")
-    if not isinstance(target, ProposalVerifier):
-        raise ConfigError(
-            f"{why} needs a target that verifies draft tokens, but {target_name!r} "
-            f"({type(target).__name__}) does not: use the llamacpp or toy backend for the "
-            "target, or set hybrid: false"
-        )
-    draft_id = getattr(draft, "tokenizer_id", None)
-    if not isinstance(draft_id, str) or draft_id != target.tokenizer_id:
-        raise ConfigError(
-            f"{why} needs a draft and a target that share a tokenizer, but {draft_name!r} and "
-            f"{target_name!r} do not: pick two models of one family (e.g. "
-            "qwen2.5-coder-0.5b and qwen2.5-coder-1.5b), or set hybrid: false"
-        )
-    return target
