@@ -12,7 +12,8 @@ from specs_core import Specs
 from specs_core.errors import InvalidInputError
 from specs_core.eval.report import latency_ratio, load_run, pareto_front, write_report
 from specs_core.eval.runner import run_bench
-from specs_core.eval.sweep import bench_spec, resolve_config
+from specs_core.eval.sweep import bench_spec
+from specs_core.resolution import resolve_config
 
 from eval_support import TOY_CONFIG, toy_problems, write_toy_dataset
 

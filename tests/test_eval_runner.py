@@ -15,7 +15,8 @@ from specs_core.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from specs_core.eval.datasets import Problem
 from specs_core.eval.results import ResultsLog
 from specs_core.eval.runner import WARMUP_QUESTION, BenchSpec, fingerprint, run_bench
-from specs_core.eval.sweep import bench_spec, resolve_config
+from specs_core.eval.sweep import bench_spec
+from specs_core.resolution import resolve_config
 from specs_core.types import PHASES
 
 from eval_support import TOY_CONFIG, FailingSolver, toy_problems, write_toy_dataset

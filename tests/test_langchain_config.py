@@ -109,9 +109,20 @@ def test_bad_reconfiguration_is_a_clear_error(runnable):
 def test_search_call_merges_config_fields_and_policy_options(runnable):
     assert SEARCH_FIELDS[0] == "policy"
     tuned = runnable.model_copy(update={"policy_options": {"beta": 2.0}, "tau_acc": 1.5})
-    assert tuned.search_call() == ("specs", {"n": 4, "beta": 2.0, "tau_acc": 1.5})
+    name, options = tuned.search_call()
+    assert name == "specs"
+    assert {k: options[k] for k in ("n", "beta", "tau_acc")} == {
+        "n": 4,
+        "beta": 2.0,
+        "tau_acc": 1.5,
+    }
     other = runnable.model_copy(update={"policy": "greedy"})
-    assert other.search_call() == ("greedy", {})  # the config's specs options do not apply
+    name, options = other.search_call()
+    # the config's specs options that greedy takes (seed, prompt) carry over; the others do not
+    assert name == "greedy" and "n" not in options and "tau_acc" not in options
+    assert options["seed"] == runnable.specs.config.policy.options().get("seed", 0)
+    with pytest.raises(ConfigError, match=r"unknown key 'policy\.tau_acc'"):
+        other.model_copy(update={"tau_acc": 1.5}).search_call()
 
 
 # -- batches on shared models ---------------------------------------------------------------

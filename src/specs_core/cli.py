@@ -20,6 +20,7 @@ from rich.table import Table
 
 from specs_core.errors import InvalidInputError, SpecsError
 from specs_core.plugins import Registry, get_registry
+from specs_core.resolution import resolve_config
 from specs_core.schema import ResultRecord
 from specs_core.solver import Specs
 from specs_core.types import SearchResult, StepRecord
@@ -151,17 +152,10 @@ def solve(
     """Solve one question and print the answer, latency per phase and the draft's share."""
     if not question.strip():
         raise InvalidInputError("the question is empty; pass the problem text to solve")
-    options = None
-    with Specs.from_config(config, overrides or []) as specs:
-        if policy and policy != specs.config.policy.name:
-            options = {
-                k: v
-                for k, v in specs.config.policy.options().items()
-                if k in specs.registry.policy(policy).options.model_fields
-            }
+    with Specs(resolve_config(config, policy, overrides or [])) as specs:
         console = _stderr()
         on_step = None if as_json else (lambda step: _print_step(console, step))
-        result = specs.solve(question, policy=policy, options=options, on_step=on_step)
+        result = specs.solve(question, on_step=on_step)
     if as_json:
         data = ResultRecord.from_result(result).to_json()
         typer.echo(json.dumps(data, indent=2, allow_nan=False))

@@ -31,6 +31,7 @@ __all__ = [
     "SpecsConfig",
     "apply_overrides",
     "load_config",
+    "parse_override",
     "validate_options",
 ]
 
@@ -136,30 +137,43 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides; values are parsed as YAML (``4``, ``0.5``, ``inf``).
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` into the dotted key and the value parsed as YAML (``4``,
+    ``0.5``, ``inf``, ``[1, 2]``; text that is not YAML stays text).
 
     Raises:
-        ConfigError: an override has no ``=``.
+        ConfigError: the override has no ``=`` or no key.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r} has no key; write section.key=value")
+    text = raw.strip()
+    lowered = text.lower()
+    value: Any
+    if lowered in {"inf", "+inf", ".inf", "infinity"}:
+        value = float("inf")
+    elif lowered in {"-inf", "-.inf", "-infinity"}:
+        value = float("-inf")
+    else:
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+    return key, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (see :func:`parse_override`).
+
+    Raises:
+        ConfigError: an override is malformed.
     """
     result = copy.deepcopy(dict(data))
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like section.key=value")
-        key, raw = item.split("=", 1)
-        text = raw.strip()
-        lowered = text.lower()
-        value: Any
-        if lowered in {"inf", "+inf", ".inf", "infinity"}:
-            value = float("inf")
-        elif lowered in {"-inf", "-.inf", "-infinity"}:
-            value = float("-inf")
-        else:
-            try:
-                value = yaml.safe_load(text) if text else ""
-            except yaml.YAMLError:
-                value = text
-        _set_path(result, key.strip(), value)
+        _set_path(result, *parse_override(item))
     return result
 
 

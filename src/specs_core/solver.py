@@ -27,6 +27,7 @@ from specs_core.config import (
 from specs_core.errors import ConfigError, InvalidInputError, PluginError
 from specs_core.plugins import Registry, get_registry
 from specs_core.protocols import LanguageModel, Policy, RewardModel, Roles
+from specs_core.resolution import resolve_policy
 from specs_core.types import SearchResult, StepCallback
 
 __all__ = ["Specs"]
@@ -148,16 +149,15 @@ class Specs:
     def policy(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Policy:
         """Build a policy bound to this config's models.
 
+        Options are resolved by :func:`specs_core.resolution.resolve_policy`: the config's
+        options (for another policy, those it also accepts), then ``options``.
+
         Args:
             name: a registered policy (default: the config's).
-            options: the policy's options; default: the config's when ``name`` is the config's
-                policy, else the policy's defaults.
+            options: options set on top of the config's; each must be an option of the policy.
         """
-        name = name or self.config.policy.name
-        spec = self.registry.policy(name)
-        if options is None:
-            options = self.config.policy.options() if name == self.config.policy.name else {}
-        validated = validate_options(options, spec.options, "policy")
+        resolved = resolve_policy(self.config, name, options, self.registry)
+        spec = self.registry.policy(resolved.name)
         roles = Roles(
             target=self.model("target") if "target" in spec.roles else None,
             draft=self.model("draft") if "draft" in spec.roles else None,
@@ -168,7 +168,7 @@ class Specs:
                 else ""
             ),
         )
-        policy: Policy = spec.factory(validated, roles)
+        policy: Policy = spec.factory(resolved.options, roles)
         return policy
 
     def solve(
@@ -184,7 +184,7 @@ class Specs:
         Args:
             question: the problem; must not be empty.
             policy: a registered policy name (default: the config's).
-            options: policy options replacing the config's.
+            options: policy options set on top of the config's (see :meth:`policy`).
             on_step: called with each step as the policy commits it.
 
         Raises:

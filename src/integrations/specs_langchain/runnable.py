@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, model_validator
 from specs_core.config import ROLE_NAMES, SpecsConfig
 from specs_core.errors import InvalidInputError
 from specs_core.plugins import Registry
+from specs_core.resolution import resolve_policy
 from specs_core.solver import Specs
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
@@ -137,7 +138,8 @@ class SpecsRunnable(RunnableSerializable[SpecsInput, Any]):
     )
     policy_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="policy options replacing the config's (for the config's policy)",
+        description="policy options set on top of the config's (each must be an option of the "
+        "policy)",
     )
     n: int | None = Field(default=None, ge=1, description="candidates per step (or solutions)")
     temperature: float | None = Field(default=None, ge=0.0, description="sampling temperature")
@@ -228,16 +230,21 @@ class SpecsRunnable(RunnableSerializable[SpecsInput, Any]):
     # -- the search -------------------------------------------------------------------------
 
     def search_call(self) -> tuple[str, dict[str, Any]]:
-        """The policy name and the full options this runnable passes to ``Specs.solve``."""
-        config = self.specs.config.policy
-        name = self.policy or config.name
-        options = config.options() if name == config.name else {}
-        options.update(self.policy_options)
+        """The policy name and the full options this runnable passes to ``Specs.solve``.
+
+        Resolved like every other caller's (:func:`specs_core.resolution.resolve_policy`): the
+        config's options (for another policy, those it also accepts), then ``policy_options``,
+        then the fields set here; a field the policy does not take is an error.
+        """
+        overrides = dict(self.policy_options)
         for key in _OPTION_FIELDS:
             value = getattr(self, key)
             if value is not None:
-                options[key] = value
-        return name, options
+                overrides[key] = value
+        resolved = resolve_policy(self.specs.config, self.policy, overrides, self.specs.registry)
+        options = resolved.data()
+        del options["name"]
+        return resolved.name, options
 
     def _solver(self, asked: SpecsQuestion) -> Solve:
         name, options = self.search_call()

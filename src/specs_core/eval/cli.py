@@ -144,7 +144,8 @@ def bench(
     until: UntilOption = None,
 ) -> None:
     """Solve a dataset (or a seeded subset) with one policy; resumable, results in --out."""
-    from specs_core.eval.sweep import RunOptions, bench_spec, resolve_config, run_one
+    from specs_core.eval.sweep import RunOptions, bench_spec, run_one
+    from specs_core.resolution import resolve_config
 
     name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
     resolved = resolve_config(config, policy, overrides or [])
@@ -198,7 +199,8 @@ def sweep(
     until: UntilOption = None,
 ) -> None:
     """One bench run per value of a config key (OUT/KEY=VALUE), then OUT/report.md and plots."""
-    from specs_core.eval.sweep import RunOptions, parse_values, resolve_config, run_sweep
+    from specs_core.eval.sweep import RunOptions, parse_values, run_sweep
+    from specs_core.resolution import resolve_config
 
     name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
     resolved = resolve_config(config, policy, overrides or [])

@@ -15,23 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from specs_core.config import ROLE_NAMES, SpecsConfig, load_config, validate_options
+from specs_core.config import SpecsConfig
 from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import Problem
 from specs_core.eval.report import write_report
 from specs_core.eval.runner import BenchSpec, Solver, run_bench
 from specs_core.plugins import Registry, get_registry
+from specs_core.resolution import resolve_config, resolved_data
 from specs_core.solver import Specs
 
 __all__ = [
     "RunOptions",
     "bench_spec",
-    "config_data",
     "parse_values",
-    "resolve_config",
-    "resolved_data",
     "run_one",
     "run_sweep",
     "sweep_dir_name",
@@ -50,69 +46,6 @@ class RunOptions:
     warmup: bool = True
     max_problems: int | None = None
     until: int | None = None
-
-
-def config_data(config: SpecsConfig) -> dict[str, Any]:
-    """A config as plain data, as written (infinities kept as floats)."""
-    return config.model_dump(exclude_none=True)
-
-
-def resolved_data(config: SpecsConfig, registry: Registry | None = None) -> dict[str, Any]:
-    """A config with every section validated and its defaults filled in, as plain data.
-
-    This is what ``config.yaml`` records and what the run's fingerprint hashes, so ``tau_acc: 3``
-    and ``tau_acc: 3.0`` are the same run.
-
-    Raises:
-        ConfigError: an option is unknown or invalid.
-        PluginError: a backend, reward model or policy is unknown.
-    """
-    registry = registry or get_registry()
-
-    def dump(options: BaseModel) -> dict[str, Any]:
-        return options.model_dump(mode="json", exclude_none=True)
-
-    data: dict[str, Any] = {}
-    for role in ROLE_NAMES:
-        model = getattr(config, role)
-        if isinstance(model, str):
-            data[role] = model
-        elif model is not None:
-            spec = registry.backend(model.backend)
-            options = validate_options(model.options(), spec.options, role)
-            data[role] = {"backend": model.backend, **dump(options)}
-    if config.reward is not None:
-        reward_spec = registry.reward_model(config.reward.name)
-        options = validate_options(config.reward.options(), reward_spec.options, "reward")
-        data["reward"] = {"name": config.reward.name, **dump(options)}
-    policy_spec = registry.policy(config.policy.name)
-    options = validate_options(config.policy.options(), policy_spec.options, "policy")
-    data["policy"] = {"name": config.policy.name, **dump(options)}
-    return data
-
-
-def resolve_config(
-    source: str | Path | None,
-    policy: str | None,
-    overrides: Sequence[str] = (),
-    registry: Registry | None = None,
-) -> SpecsConfig:
-    """The config a run uses: the file (or the default), the chosen policy, then the overrides.
-
-    Choosing a policy other than the file's keeps the file's policy options that the chosen
-    policy also accepts (``n``, ``temperature``, ...) and drops the others.
-
-    Raises:
-        ConfigError: the file, a key or a value is wrong.
-        PluginError: the policy is unknown.
-    """
-    base = load_config(source)
-    data = config_data(base)
-    if policy and policy != base.policy.name:
-        fields = (registry or get_registry()).policy(policy).options.model_fields
-        kept = {k: v for k, v in base.policy.options().items() if k in fields}
-        data["policy"] = {"name": policy, **kept}
-    return load_config(data, list(overrides))
 
 
 def bench_spec(
@@ -230,7 +163,7 @@ def run_sweep(
     registry = registry or get_registry()
     key = param if "." in param else f"policy.{param}"
     root = Path(out)
-    configs = [load_config(base, [f"{key}={value}"]) for value in values]
+    configs = [resolve_config(base, None, [f"{key}={value}"], registry) for value in values]
     specs_list = [
         bench_spec(c, dataset, problems, limit=limit, sample_seed=sample_seed, registry=registry)
         for c in configs
