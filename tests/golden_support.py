@@ -1,19 +1,28 @@
 """Golden results of every built-in policy on the deterministic toy backend.
 
-``CASES`` lists policy runs (policy, question, options); :func:`project` keeps every figure of a
-result that does not depend on timing (texts, decisions, scores, token counts, counters). The
-golden file ``tests/golden/toy_policies.json`` holds the projections; ``test_policy_golden``
-checks that the policies still produce them. Regenerate on purpose only:
-``SPECS_REGEN_GOLDEN=1 python -m pytest tests/test_policy_golden.py``.
+:func:`cases` lists policy runs (policy, question, options); :func:`project` keeps every figure
+of a result that does not depend on timing (texts, decisions, scores, token counts, counters).
+
+Two golden files (gzipped JSON, one projection per case):
+
+- ``toy_policies.json.gz``: the results with today's defaults. Regenerate on purpose only:
+  ``SPECS_REGEN_GOLDEN=1 python -m pytest tests/test_policy_golden.py``.
+- ``toy_policies_before_fidelity.json.gz``: the results before finished candidates, duplicate
+  drafts and the last step's budget were handled as the SPECS authors do. The options of
+  :func:`legacy_options` restore that behaviour, and must reproduce these results exactly.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 from pathlib import Path
 from typing import Any
 
-GOLDEN_FILE = Path(__file__).parent / "golden" / "toy_policies.json"
+GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_FILE = GOLDEN_DIR / "toy_policies.json.gz"
+BEFORE_FIDELITY_FILE = GOLDEN_DIR / "toy_policies_before_fidelity.json.gz"
 
 QUESTIONS = (
     "What is 2 + 3?",
@@ -61,6 +70,38 @@ def cases() -> list[tuple[str, str, dict[str, Any]]]:
                 for seed in (0, 1):
                     out.append((policy, question, {**options, "seed": seed}))
     return out
+
+
+def legacy_options(policy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` plus those that restore the behaviour before the fidelity changes: a committed
+    finished candidate ends the search, duplicate drafts count, the last step has the budget of
+    every step."""
+    if policy not in ("specs", "rsd", "beam_search", "draft_beam_search"):
+        return options
+    extra: dict[str, Any] = {"max_last_step_tokens": options.get("max_step_tokens", 256)}
+    if policy != "rsd":
+        extra["on_finished"] = "stop"
+    if policy == "specs":
+        extra["dedupe"] = False
+    return {**options, **extra}
+
+
+def load_golden(path: Path) -> dict[str, Any]:
+    """A golden file's projections by case key."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def write_golden(path: Path, projections: dict[str, Any]) -> None:
+    """Write projections by case key (one line per case, sorted, reproducible bytes)."""
+    lines = [
+        f"{json.dumps(k)}: {json.dumps(projections[k], sort_keys=True)}"
+        for k in sorted(projections)
+    ]
+    text = "{\n" + ",\n".join(lines) + "\n}\n"
+    with gzip.GzipFile(path, "wb", mtime=0) as f:
+        f.write(text.encode("utf-8"))
 
 
 def case_key(policy: str, question: str, options: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ CANDIDATE_KEYS = {
     "score",
     "accepted",
     "draft_prefix_tokens",
+    "duplicate",
 }
 
 

@@ -34,6 +34,7 @@ def _beam_case():
             "b\n\n": [cand("b1 \\boxed{1}"), cand("b2\n\n")],
             "d\n\n": [cand("d1 \\boxed{2}"), cand("d2\n\n")],
             "b\n\nb2\n\n": [cand("e \\boxed{3}"), cand("f \\boxed{4}")],
+            "d\n\nd2\n\n": [cand("g \\boxed{5}"), cand("h \\boxed{6}")],
         },
     )
     reward = ScriptedReward(
@@ -48,15 +49,17 @@ def _beam_case():
             "d2": 0.2,
             "e \\boxed{3}": 0.6,
             "f \\boxed{4}": 0.75,
+            "g \\boxed{5}": 0.3,
+            "h \\boxed{6}": 0.4,
         }
     )
     return target, reward
 
 
 @pytest.mark.parametrize(("aggregation", "answer"), [("last", "2"), ("mean", "4")])
-def test_beam_search_keeps_m_beams_and_completes_m_solutions(aggregation, answer):
+def test_beam_search_set_to_stop_keeps_m_beams_and_completes_m_solutions(aggregation, answer):
     target, reward = _beam_case()
-    options = BeamSearchOptions(n=4, beam_width=2, aggregation=aggregation)
+    options = BeamSearchOptions(n=4, beam_width=2, aggregation=aggregation, on_finished="stop")
     result = BeamSearchPolicy(options, Roles(target=target, reward=reward)).run("Q")
     kept = [(s.index, s.beam, s.text) for s in result.steps]
     assert kept == [
@@ -73,6 +76,30 @@ def test_beam_search_keeps_m_beams_and_completes_m_solutions(aggregation, answer
     assert result.finished
     first = result.steps[0]
     assert [c.accepted for c in first.candidates] == [False, True, False, True]
+
+
+@pytest.mark.parametrize(("aggregation", "answer"), [("last", "2"), ("mean", "4")])
+def test_beam_search_sets_finished_candidates_aside_and_goes_on_from_unfinished_ones(
+    aggregation, answer
+):
+    target, reward = _beam_case()
+    options = BeamSearchOptions(n=4, beam_width=2, aggregation=aggregation)
+    assert options.on_finished == "continue"  # the default, as the SPECS authors run it
+    result = BeamSearchPolicy(options, Roles(target=target, reward=reward)).run("Q")
+    kept = [(s.index, s.beam, s.text) for s in result.steps]
+    # step 1: the finished d1 (0.85) and b1 (0.7) go to the pool; b2 and d2 (0.2) go on
+    assert kept == [
+        (0, 0, "b\n\n"),
+        (0, 1, "d\n\n"),
+        (1, 0, "b2\n\n"),
+        (1, 1, "d2\n\n"),
+        (2, 0, "f \\boxed{4}"),
+        (2, 1, "e \\boxed{3}"),
+    ]
+    calls = [([p.partial for p in prompts], params.n) for prompts, params in target.generate_calls]
+    assert calls[-1] == (["b\n\nb2\n\n", "d\n\nd2\n\n"], 2)
+    assert result.extra["completed"] == 6  # b1, d1, e, f, g, h
+    assert result.answer == answer and result.finished
 
 
 def test_beam_search_with_one_beam_follows_the_best_reward():
@@ -179,6 +206,15 @@ def test_rsd_accepts_a_draft_step_when_its_reward_reaches_delta():
     assert result.steps[1].reward is None  # with n=1 the target's step is taken unscored
     assert result.final_score is None
     assert not any(s == ("d1", "t2") for s in reward.scored)
+
+
+@pytest.mark.parametrize(("delta", "first"), [(0.8, "draft_accepted"), (0.8001, "draft_rejected")])
+def test_rsd_accepts_a_draft_whose_reward_equals_delta(delta, first):
+    draft, target, reward = _rsd_case()  # the first draft's reward is exactly 0.8
+    target.script = {**target.script, "": [cand("t1\n\n")], "t1\n\n": [cand("t9 \\boxed{9}")]}
+    draft.script = {**draft.script, "t1\n\n": [cand("d9 \\boxed{9}")]}
+    result = RsdPolicy(RsdOptions(delta=delta, max_steps=2), Roles(target, draft, reward)).run("Q")
+    assert result.steps[0].decision == first
 
 
 def test_rsd_with_a_low_delta_never_calls_the_target():

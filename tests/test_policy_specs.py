@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import Counter
 
 import pytest
-from specs_core.errors import CapabilityError, ConfigError
+from specs_core.accounting import Accountant
+from specs_core.errors import CapabilityError, ConfigError, InvalidInputError
 from specs_core.policies import SpecsOptions, SpecsPolicy
 from specs_core.protocols import Capabilities, Roles
-from specs_core.types import StepSource
+from specs_core.search import CompletedPool, SolutionPath
+from specs_core.types import Decision, SearchResult, StepRecord, StepSource, StopReason
 
 from policy_doubles import LENGTH, ScriptedModel, ScriptedReward, cand
 
@@ -83,7 +86,7 @@ def test_final_selection_uses_one_consistent_score(aggregation, answer, score):
     solution decides instead (and the aggregation option changes the choice).
     """
     draft, target, reward = _mixed_scale_case()
-    result = run_specs(draft, target, reward, n=2, aggregation=aggregation)
+    result = run_specs(draft, target, reward, n=2, aggregation=aggregation, on_finished="stop")
     accepted = result.steps[1]
     assert accepted.decision == "draft_accepted"
     assert accepted.candidates[0].score == pytest.approx(7.5)
@@ -121,7 +124,7 @@ def test_rejected_drafts_stay_in_the_trace_and_their_rewards_are_reused():
     )
     draft = ScriptedModel("drf", script={"T1\n\n": [cand("X\n\n", -0.1), cand("Y\n\n", -0.1)]})
     reward = ScriptedReward({"T1": 0.9, "T1b": 0.1, "X": 0.65, "Y": 0.5, "Z \\boxed{4}": 0.7})
-    result = run_specs(draft, target, reward, n=2)
+    result = run_specs(draft, target, reward, n=2, on_finished="stop")
     assert reward.scored.count(("T1", "X")) == 1
     assert reward.calls == 3
     assert result.usage.reward_cache_hits == 1
@@ -220,17 +223,15 @@ def test_zero_temperature_accepts_the_best_scored_draft():
 
 
 def test_target_scoring_and_reward_scoring_run_concurrently():
-    barrier = threading.Barrier(2, timeout=10)
-
-    def meet() -> None:
-        if threading.current_thread() is not threading.main_thread():
-            barrier.wait()  # breaks (BrokenBarrierError) unless both run at once
-
+    """Both calls of the draft step's verification wait for each other at a barrier: run one
+    after the other (on any thread), the first waits alone and the barrier breaks."""
+    barrier = threading.Barrier(2, timeout=5)
     draft, target, reward = _switch_case()
-    target.on_score = meet
-    reward.on_score = meet
+    target.on_score = barrier.wait  # the target scores only the drafts
+    reward.on_score = lambda: barrier.wait() if draft.generate_calls else None
     result = run_specs(draft, target, reward, n=2)
     assert result.steps[2].decision == "draft_accepted"
+    assert not barrier.broken
 
 
 def test_a_failure_in_a_verification_worker_propagates():
@@ -312,3 +313,349 @@ def test_the_last_step_runs_without_the_delimiter_and_an_unfinished_search_retur
     assert result.text == "P\n\ncut off"
     assert result.solution_steps == ("P\n\n", "cut off")
     assert result.final_score == pytest.approx(0.4)
+
+
+# -- boundaries of the two thresholds ----------------------------------------------------------
+
+
+def _boundary_case():
+    """One draft with l_t - l_d = 0 and reward 0.5: s = 10 * 0.5 = 5.0 exactly."""
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand("A\n\n")], "A\n\n": [cand("T \\boxed{1}")]},
+        scores={"D \\boxed{2}": [-1.0]},
+    )
+    draft = ScriptedModel("drf", script={"A\n\n": [cand("D \\boxed{2}", -1.0)]})
+    reward = ScriptedReward({"A": 0.9, "D \\boxed{2}": 0.5, "T \\boxed{1}": 0.5})
+    return draft, target, reward
+
+
+@pytest.mark.parametrize(
+    ("tau_acc", "decision", "answer"),
+    [(5.0, "draft_rejected", "1"), (4.999, "draft_accepted", "2")],
+)
+def test_a_soft_score_equal_to_tau_acc_is_rejected(tau_acc, decision, answer):
+    draft, target, reward = _boundary_case()
+    result = run_specs(draft, target, reward, n=1, tau_acc=tau_acc)
+    assert result.steps[1].candidates[0].score == 5.0
+    assert result.steps[1].decision == decision
+    assert result.answer == answer
+
+
+@pytest.mark.parametrize(("tau_sw", "switched"), [(0.8, False), (0.79, True)])
+def test_a_reward_equal_to_tau_sw_does_not_switch(tau_sw, switched):
+    draft, target, reward = _switch_case()  # the target's best step 1 has reward 0.8
+    result = run_specs(draft, target, reward, n=2, tau_sw=tau_sw)
+    assert result.steps[1].reward == 0.8
+    assert result.steps[1].switched_to_draft is switched
+    assert bool(draft.generate_calls) is switched
+
+
+# -- the mode after a rejected draft step -----------------------------------------------------
+
+
+def _rejection_case(second_reward: float):
+    """Step 0 switches; step 1's drafts are rejected and the target writes B (reward given)."""
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("A\n\n"), cand("A2\n\n")],
+            "A\n\n": [cand("B\n\n"), cand("B2\n\n")],
+            "A\n\nB\n\n": [cand("C \\boxed{1}"), cand("C2 \\boxed{2}")],
+        },
+        scores={
+            "D1\n\n": [-20.0],
+            "D2\n\n": [-20.0],
+            "E \\boxed{3}": [-0.1],
+            "E2 \\boxed{4}": [-0.1],
+        },
+    )
+    draft = ScriptedModel(
+        "drf",
+        script={
+            "A\n\n": [cand("D1\n\n", -0.1), cand("D2\n\n", -0.1)],
+            "A\n\nB\n\n": [cand("E \\boxed{3}", -0.1), cand("E2 \\boxed{4}", -0.1)],
+        },
+    )
+    reward = ScriptedReward(
+        {
+            "A": 0.9,
+            "A2": 0.1,
+            "B": second_reward,
+            "B2": 0.1,
+            "D1": 0.5,
+            "D2": 0.5,
+            "C \\boxed{1}": 0.6,
+            "C2 \\boxed{2}": 0.5,
+            "E \\boxed{3}": 0.9,
+            "E2 \\boxed{4}": 0.8,
+        }
+    )
+    return draft, target, reward
+
+
+def test_after_a_rejected_draft_step_the_target_rewards_decide_the_next_mode():
+    draft, target, reward = _rejection_case(second_reward=0.5)  # no reward above tau_sw
+    result = run_specs(draft, target, reward, n=2)
+    assert [s.decision for s in result.steps] == ["target", "draft_rejected", "target"]
+    assert [call[0][0].partial for call in draft.generate_calls] == ["A\n\n"]
+    assert result.answer == "1"
+
+    draft, target, reward = _rejection_case(second_reward=0.8)  # above tau_sw: draft again
+    result = run_specs(draft, target, reward, n=2, temperature=0)
+    assert [s.decision for s in result.steps] == ["target", "draft_rejected", "draft_accepted"]
+    assert [s.switched_to_draft for s in result.steps] == [True, True, False]
+    assert result.switches == 2 and result.answer == "3"
+
+
+# -- counters ---------------------------------------------------------------------------------
+
+
+def test_step_counts_are_derived_from_the_decisions_hybrid_rejections_included():
+    def step(i: int, decision: Decision, switched: bool = False) -> StepRecord:
+        source = StepSource.DRAFT if decision is Decision.DRAFT_ACCEPTED else StepSource.TARGET
+        return StepRecord(i, source, "s\n\n", 0.5, True, None, decision, switched)
+
+    steps = (
+        step(0, Decision.TARGET, switched=True),
+        step(1, Decision.DRAFT_REJECTED),
+        step(2, Decision.DRAFT_REJECTED_HYBRID, switched=True),
+        step(3, Decision.DRAFT_ACCEPTED),
+    )
+    usage = Accountant().finish()
+    result = SearchResult(
+        "Q", "specs", "", None, steps, (), None, False, StopReason.MAX_STEPS, usage
+    )
+    assert (result.accepted_draft_steps, result.rejected_draft_steps) == (1, 2)
+    assert (result.draft_steps, result.target_steps, result.switches) == (1, 3, 2)
+    with pytest.raises(InvalidInputError, match="decision 'drafty' is unknown"):
+        StepRecord(0, StepSource.TARGET, "s", None, False, None, "drafty")  # type: ignore[arg-type]
+
+
+def test_the_targets_scoring_tokens_are_counted():
+    draft, target, reward = _switch_case()
+    result = run_specs(draft, target, reward, n=2)
+    assert result.steps[2].decision == "draft_accepted"
+    tokens = result.usage.tokens["tgt"]
+    # two generations (prompts of 10 and 10 + 4 tokens, shared by their 2 samples), then one
+    # scoring call: 2 drafts of 1 token after a prompt of 10 + 7 tokens
+    assert tokens.prompt == 10 + 14 + 2 * (17 + 1)
+    assert tokens.calls == 3
+
+
+def test_the_completed_pool_holds_each_solution_once():
+    target = ScriptedModel("tgt", script={"": [cand("X \\boxed{1}"), cand("X \\boxed{1}")]})
+    reward = ScriptedReward({"X \\boxed{1}": 0.5})
+    result = run_specs(ScriptedModel("drf"), target, reward, n=2)
+    assert result.extra["completed"] == 1
+    pool = CompletedPool("last")
+    path = SolutionPath(("X",), (0.5,), True)
+    assert pool.add(path) and not pool.add(SolutionPath(("X",), (0.9,), True))
+    assert len(pool) == 1
+
+
+# -- finished candidates: set aside (continue) or committed (stop) ------------------------------
+
+
+def _finishing_case():
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("done \\boxed{1}"), cand("go\n\n")],
+            "go\n\n": [cand("end \\boxed{2}"), cand("end2 \\boxed{3}")],
+        },
+    )
+    reward = ScriptedReward(
+        {"done \\boxed{1}": 0.9, "go": 0.6, "end \\boxed{2}": 0.5, "end2 \\boxed{3}": 0.4}
+    )
+    return ScriptedModel("drf"), target, reward
+
+
+def test_a_finished_target_candidate_is_set_aside_and_the_search_goes_on():
+    draft, target, reward = _finishing_case()
+    result = run_specs(draft, target, reward, n=2)
+    # "done" has the best reward but is finished: pooled, and the search continues from "go";
+    # its reward does not switch to drafting (only unfinished candidates count, as the authors)
+    assert [s.text for s in result.steps] == ["go\n\n", "end \\boxed{2}"]
+    assert not result.steps[0].switched_to_draft
+    assert result.extra["completed"] == 3
+    assert result.answer == "1" and result.final_score == pytest.approx(0.9)
+    assert result.stop_reason is StopReason.FINISHED
+
+
+def test_with_on_finished_stop_a_committed_finished_candidate_ends_the_search():
+    draft, target, reward = _finishing_case()
+    result = run_specs(draft, target, reward, n=2, on_finished="stop")
+    assert [s.text for s in result.steps] == ["done \\boxed{1}"]
+    assert result.extra["completed"] == 1 and result.answer == "1"
+
+
+def _drafting_case(weak_second: bool = False):
+    """The target's first step switches; two drafts follow, one finished and one not."""
+    second = "weak\n\n" if weak_second else "more\n\n"
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("S\n\n"), cand("S2\n\n")],
+            "S\n\n": [cand("t \\boxed{8}"), cand("t2 \\boxed{9}")],
+        },
+        scores={
+            "fin \\boxed{5}": [-1.0],
+            "more\n\n": [-1.0],
+            "weak\n\n": [-20.0],
+            "last \\boxed{6}": [-1.0],
+            "last2 \\boxed{7}": [-1.0],
+        },
+    )
+    draft = ScriptedModel(
+        "drf",
+        script={
+            "S\n\n": [cand("fin \\boxed{5}", -1.0), cand(second, -1.0)],
+            "S\n\nmore\n\n": [cand("last \\boxed{6}", -1.0), cand("last2 \\boxed{7}", -1.0)],
+        },
+    )
+    reward = ScriptedReward(
+        {
+            "S": 0.9,
+            "S2": 0.1,
+            "fin \\boxed{5}": 0.9,  # s = 9
+            "more": 0.8,  # s = 8
+            "weak": 0.8,  # s = -19 + 8
+            "last \\boxed{6}": 0.75,
+            "last2 \\boxed{7}": 0.72,
+            "t \\boxed{8}": 0.5,
+            "t2 \\boxed{9}": 0.3,
+        }
+    )
+    return draft, target, reward
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_finished_surviving_draft_is_pooled_and_drafting_goes_on_from_an_unfinished_one(seed):
+    draft, target, reward = _drafting_case()
+    result = run_specs(draft, target, reward, n=2, seed=seed)
+    assert result.steps[1].text == "more\n\n"  # the only unfinished survivor, whatever the seed
+    assert result.steps[2].text in ("last \\boxed{6}", "last2 \\boxed{7}")
+    assert [s.decision for s in result.steps] == ["target", *["draft_accepted"] * 2]
+    assert result.extra["completed"] == 3 and result.answer == "5"
+
+
+def test_with_on_finished_stop_the_finished_draft_competes_and_ends_the_search():
+    draft, target, reward = _drafting_case()
+    result = run_specs(draft, target, reward, n=2, on_finished="stop", temperature=0)
+    assert [s.text for s in result.steps] == ["S\n\n", "fin \\boxed{5}"]
+    assert result.extra["completed"] == 1
+
+
+def test_when_only_a_finished_draft_survives_the_target_writes_the_step():
+    draft, target, reward = _drafting_case(weak_second=True)
+    result = run_specs(draft, target, reward, n=2)
+    assert [s.decision for s in result.steps] == ["target", "draft_rejected"]
+    assert result.steps[1].text == "t \\boxed{8}"
+    assert result.extra["completed"] == 3  # the surviving finished draft and the target's two
+    assert result.answer == "5"
+
+
+def test_a_step_cut_by_its_token_budget_is_continued_not_finished():
+    target = ScriptedModel(
+        "tgt",
+        script={
+            "": [cand("long words", finish=LENGTH)],
+            "long words": [cand(" end \\boxed{3}")],
+        },
+    )
+    reward = ScriptedReward({"long words": 0.8, "end \\boxed{3}": 0.6})
+    result = run_specs(ScriptedModel("drf"), target, reward, n=1, max_steps=3, tau_sw=1.0)
+    assert [s.text for s in result.steps] == ["long words", " end \\boxed{3}"]
+    assert result.extra["completed"] == 1  # the cut step never entered the pool
+    assert result.text == "long words end \\boxed{3}" and result.finished
+
+
+# -- duplicate drafts ---------------------------------------------------------------------------
+
+
+def _duplicates_case():
+    texts = ["a \\boxed{1}", "a \\boxed{1}", "b \\boxed{2}"]
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand("S\n\n"), cand("S2\n\n"), cand("S3\n\n")]},
+        scores={"a \\boxed{1}": [-1.0], "b \\boxed{2}": [-1.0]},
+    )
+    draft = ScriptedModel("drf", script={"S\n\n": [cand(t, -1.0) for t in texts]})
+    reward = ScriptedReward({"S": 0.9, "a \\boxed{1}": 0.8, "b \\boxed{2}": 0.8})
+    return draft, target, reward
+
+
+@pytest.mark.parametrize(("dedupe", "p_a"), [(True, 1 / 2), (False, 2 / 3)])
+def test_duplicate_drafts_are_dropped_before_the_softmax(dedupe, p_a):
+    runs = 1000
+    picks = Counter()
+    for seed in range(runs):
+        draft, target, reward = _duplicates_case()
+        result = run_specs(draft, target, reward, n=3, seed=seed, dedupe=dedupe)
+        picks[result.steps[1].text] += 1
+    tolerance = 4.5 * math.sqrt(p_a * (1 - p_a) / runs)
+    assert abs(picks["a \\boxed{1}"] / runs - p_a) <= tolerance, picks
+    draft, target, reward = _duplicates_case()
+    result = run_specs(draft, target, reward, n=3, dedupe=dedupe)
+    assert [c.duplicate for c in result.steps[1].candidates] == [False, dedupe, False]
+    scored = [text for _, texts in target.score_calls for text in texts]
+    assert len(scored) == (2 if dedupe else 3)  # each distinct text scored once
+
+
+# -- the theory, under its conditions -------------------------------------------------------------
+
+
+class SamplingDraft(ScriptedModel):
+    """Test double of a draft that samples each candidate step i.i.d. from a fixed distribution
+    (seeded by the call's seed), so that SPECS's selection can be compared with the theory."""
+
+    def __init__(self, distribution: dict[str, float]) -> None:
+        super().__init__("drf")
+        self.distribution = distribution
+
+    def generate(self, prompts, params):
+        rng = random.Random(params.seed)
+        texts = rng.choices(
+            list(self.distribution), weights=list(self.distribution.values()), k=params.n
+        )
+        self.script = {
+            p.partial: [cand(t, math.log(self.distribution[t])) for t in texts] for p in prompts
+        }
+        return super().generate(prompts, params)
+
+
+@pytest.mark.parametrize(
+    ("dedupe", "temperature", "holds"),
+    [(False, 1.0, True), (True, 1.0, False), (False, 0.3, False)],
+)
+def test_under_its_conditions_the_selected_draft_follows_the_kl_regularised_optimum(
+    dedupe, temperature, holds
+):
+    """docs/policies.md: with summed log-ratios, T = 1, tau_acc = -inf and no de-duplication, the
+    selected step converges (n large) to pi_t * exp(beta * r) / Z; de-duplicating, or a
+    temperature other than 1, breaks it."""
+    pi_d = {"a \\boxed{1}": 0.6, "b \\boxed{2}": 0.3, "c \\boxed{3}": 0.1}
+    pi_t = {"a \\boxed{1}": 0.2, "b \\boxed{2}": 0.3, "c \\boxed{3}": 0.5}
+    rewards = {"a \\boxed{1}": 0.5, "b \\boxed{2}": 0.2, "c \\boxed{3}": 0.1}
+    n, runs = 64, 2000
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand("S\n\n")] * n},
+        scores={t: [math.log(p)] for t, p in pi_t.items()},
+    )
+    reward = ScriptedReward({"S": 0.9, **rewards})
+    picks: Counter[str] = Counter()
+    for seed in range(runs):
+        result = run_specs(
+            SamplingDraft(pi_d), target, reward, n=n, seed=seed, beta=1.0, temperature=temperature,
+            tau_acc=-math.inf, log_ratio="sum", dedupe=dedupe,
+        )  # fmt: skip
+        picks[result.steps[1].text] += 1
+    optimum = {t: pi_t[t] * math.exp(rewards[t]) for t in pi_t}
+    z = sum(optimum.values())
+    worst = max(abs(picks[t] / runs - optimum[t] / z) for t in pi_t)
+    if holds:
+        assert worst < 0.05, (picks, {t: v / z for t, v in optimum.items()})
+    else:
+        assert worst > 0.2, picks

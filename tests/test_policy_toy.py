@@ -169,8 +169,20 @@ def test_beam_search_with_several_beams_commits_several_steps_per_index(registry
 
 
 def test_the_step_limit_cuts_the_search(registry, roles):
-    result = solve(registry, roles, "beam_search", QUESTIONS[0], max_steps=1, max_step_tokens=2)
+    result = solve(
+        registry, roles, "beam_search", QUESTIONS[0],
+        max_steps=1, max_step_tokens=2, max_last_step_tokens=2,
+    )  # fmt: skip
     assert len(result.steps) == 1 and not result.finished
+    assert result.stop_reason is StopReason.MAX_STEPS
+
+
+@pytest.mark.parametrize("name", ["specs", "rsd", "beam_search"])
+def test_the_last_step_has_its_own_token_budget(registry, roles, name):
+    # the only step is the last one: it runs to the end with max_last_step_tokens, not 2
+    result = solve(registry, roles, name, QUESTIONS[0], max_steps=1, max_step_tokens=2)
+    assert len(result.steps) == 1 and result.finished
+    assert result.usage.tokens["toy-target" if name != "rsd" else "toy-draft"].generated > 2
 
 
 # -- through the Specs facade ---------------------------------------------------------------

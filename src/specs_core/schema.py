@@ -57,7 +57,8 @@ class CandidateTrace(_Frozen):
 
     ``draft_logprob`` and ``target_logprob`` are the log-probabilities the policy used (mean or
     sum per token); ``score`` is its selection score (SPECS: ``(l_t - l_d) + beta * r``);
-    ``draft_prefix_tokens`` is set for the target candidates of a SPECS hybrid step.
+    ``draft_prefix_tokens`` is set for the target candidates of a SPECS hybrid step;
+    ``duplicate`` marks a candidate whose text repeats an earlier one of the same step.
     """
 
     text: str
@@ -69,6 +70,7 @@ class CandidateTrace(_Frozen):
     score: float | None
     accepted: bool
     draft_prefix_tokens: int | None
+    duplicate: bool
 
     @classmethod
     def from_record(cls, record: CandidateRecord) -> CandidateTrace:
@@ -83,6 +85,7 @@ class CandidateTrace(_Frozen):
             score=_finite(record.score),
             accepted=record.accepted,
             draft_prefix_tokens=record.draft_prefix_tokens,
+            duplicate=record.duplicate,
         )
 
 

@@ -57,6 +57,7 @@ from specs_core.types import (
 
 __all__ = [
     "CompletedPool",
+    "FinishedRule",
     "ModelChoice",
     "PolicyOptions",
     "Role",
@@ -67,6 +68,7 @@ __all__ = [
     "StepSearchOptions",
     "argmax",
     "commit_solution",
+    "first_of_each_text",
     "is_finished",
     "path_of",
     "reject_nan",
@@ -123,15 +125,32 @@ class PolicyOptions(BaseModel):
 
 
 class StepSearchOptions(PolicyOptions):
-    """Options of the policies that build a solution step by step."""
+    """Options of the policies that build a solution step by step.
+
+    A step ends at the step delimiter, at the end of the sequence (the solution is finished), or
+    at its token budget. A step cut by its budget is not finished: the next step continues its
+    text. The last step (index ``max_steps - 1``) has no delimiter and its own, larger budget.
+    """
 
     n: int = Field(4, ge=1, description="candidate steps sampled per step")
     temperature: float = Field(0.3, ge=0.0, allow_inf_nan=False, description="sampling temperature")
     max_steps: int = Field(30, ge=1, description="K: the most steps; the last runs to the end")
     max_step_tokens: int = Field(256, ge=1, description="the most tokens of one step")
+    max_last_step_tokens: int = Field(
+        1024, ge=1, description="the most tokens of the last step, which runs to the end"
+    )
     aggregation: Aggregation = Field(
         Aggregation.LAST, description="how per-step rewards rank complete solutions"
     )
+
+
+FinishedRule = Literal["continue", "stop"]
+"""What a pooled step search does with finished candidates.
+
+``continue`` (the SPECS authors' rule): finished candidates are set aside in the completed pool
+and the search goes on from the best unfinished candidate, until no candidate is unfinished or
+the step budget is spent. ``stop``: a finished candidate may be committed like any other, and
+committing one ends the search (for beam search, completes its beam)."""
 
 
 class SolutionOptions(PolicyOptions):
@@ -140,6 +159,14 @@ class SolutionOptions(PolicyOptions):
     n: int = Field(4, ge=1, description="solutions sampled")
     temperature: float = Field(0.7, ge=0.0, allow_inf_nan=False, description="sampling temperature")
     max_solution_tokens: int = Field(2048, ge=1, description="the most tokens of one solution")
+
+
+def first_of_each_text(texts: Sequence[str]) -> list[int]:
+    """The indices of the first occurrence of each distinct text, in order."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        seen.setdefault(text, i)
+    return list(seen.values())
 
 
 @dataclass(frozen=True)
@@ -309,12 +336,13 @@ class SearchContext:
     def step_params(
         self, options: StepSearchOptions, role: str, step: int, n: int
     ) -> SamplingParams:
-        """Sampling options of one step; the last step (``max_steps - 1``) has no stop string."""
+        """Sampling options of one step; the last step (``max_steps - 1``) has no stop string
+        and the ``max_last_step_tokens`` budget."""
         last = step >= options.max_steps - 1
         return SamplingParams(
             n=n,
             temperature=options.temperature,
-            max_tokens=options.max_step_tokens,
+            max_tokens=options.max_last_step_tokens if last else options.max_step_tokens,
             stop=() if last else (options.step_delimiter,),
             seed=self.call_seed(role, step),
         )

@@ -253,6 +253,8 @@ class CandidateRecord:
         draft_prefix_tokens: for a target candidate of a SPECS hybrid step, how many of its
             leading tokens were taken over from the rejected draft it was paired with (``None``
             outside hybrid steps).
+        duplicate: its text repeats an earlier candidate's of the same step, so it took no part
+            in the decision (it shares that candidate's scores).
     """
 
     text: str
@@ -264,6 +266,7 @@ class CandidateRecord:
     score: float | None = None
     accepted: bool = False
     draft_prefix_tokens: int | None = None
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)

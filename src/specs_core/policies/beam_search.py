@@ -2,12 +2,18 @@
 
 Each step, every active beam is continued by ``n // beam_width`` candidate steps (the first step:
 ``n`` candidates from the empty solution), all in one batched call; the reward model scores each
-partial solution; the ``beam_width`` best distinct candidates (fewer once beams have finished) are
-kept. A kept candidate that ends the solution completes its beam for good; finished candidates that
-were not kept still enter the completed pool. The search stops after ``max_steps`` (the last step
-runs to the end of the sequence), when ``beam_width`` beams have finished, or when no beam is
-active. The answer is the pooled solution with the best aggregated reward (or, when nothing
-finished, the best active beam).
+partial solution, and every finished candidate enters the completed pool. Then the
+``beam_width`` best distinct candidates are kept:
+
+- ``on_finished: continue`` (the default, as the SPECS authors run it): only unfinished candidates
+  are kept while any is left, so the search goes on until every candidate of a step is finished
+  (those are then kept, ending their beams) or ``max_steps`` is spent;
+- ``on_finished: stop``: finished candidates compete like any other; a kept one completes its
+  beam for good (fewer beams are kept from then on), and the search stops when ``beam_width``
+  beams have finished.
+
+The last step (index ``max_steps - 1``) runs to the end of the sequence. The answer is the pooled
+solution with the best aggregated reward (or, when nothing finished, the best active beam).
 
 With ``beam_width=1`` it is the paper's target-only (or draft-only) baseline and commits exactly
 the steps that SPECS commits with ``tau_acc=+inf`` under the same seed.
@@ -23,6 +29,7 @@ from specs_core.errors import ContextOverflowError
 from specs_core.protocols import Roles
 from specs_core.search import (
     CompletedPool,
+    FinishedRule,
     ModelChoice,
     Role,
     SearchContext,
@@ -43,6 +50,11 @@ class BeamSearchOptions(StepSearchOptions):
 
     model: ModelChoice = Field("target", description="the model that writes every step")
     beam_width: int = Field(1, ge=1, description="m: beams kept per step (at most n)")
+    on_finished: FinishedRule = Field(
+        "continue",
+        description="continue: keep only unfinished candidates while any is left; stop: a kept "
+        "finished candidate completes its beam",
+    )
 
     @model_validator(mode="after")
     def _width_fits(self) -> BeamSearchOptions:
@@ -99,6 +111,9 @@ class BeamSearchPolicy(SearchPolicy[BeamSearchOptions]):
                         pool.add(beams[b].extend(c.text, r, finished=True))
 
                 ranked = sorted(range(len(flat)), key=lambda k: -rewards[k])  # stable on ties
+                open_ = [k for k in ranked if not is_finished(flat[k][1])]
+                if o.on_finished == "continue" and open_:
+                    ranked = open_  # the finished ones wait in the pool
                 kept: list[int] = []
                 seen: set[str] = set()
                 for k in ranked:

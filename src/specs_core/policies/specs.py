@@ -3,18 +3,23 @@
 The algorithm of arXiv 2506.15733 as its authors' code runs it, with four of its defects fixed:
 
 1. The target writes the first step. In target mode the target samples ``n`` steps, the reward
-   model scores each, the best is kept, and when any reward exceeds ``tau_sw`` the next step is
+   model scores each, the best is kept, and when a reward exceeds ``tau_sw`` the next step is
    drafted.
-2. In draft mode the draft samples ``n`` steps in one batched call. Each gets
-   ``s = (l_t - l_d) + beta * r`` where ``l_d``/``l_t`` are the draft's and the target's mean (or
-   summed) token log-probabilities of the step and ``r`` the reward of the partial solution ending
-   with it; the target's scoring and the reward model run concurrently. Steps with ``s > tau_acc``
-   survive and one is sampled with probability ``softmax(s / T)``; when none survives, the target
-   writes the step (target mode, drafts kept in the trace).
+2. In draft mode the draft samples ``n`` steps in one batched call. Duplicate drafts are dropped
+   (``dedupe``). Each draft gets ``s = (l_t - l_d) + beta * r`` where ``l_d``/``l_t`` are the
+   draft's and the target's mean (or summed) token log-probabilities of the step and ``r`` the
+   reward of the partial solution ending with it; the target's scoring and the reward model run
+   concurrently. Drafts with ``s > tau_acc`` survive and one is sampled with probability
+   ``softmax(s / T)``; when none survives, the target writes the step (target mode, drafts kept
+   in the trace) and the next mode follows from its rewards and ``tau_sw`` as in step 1.
 3. Finished candidates that are valid (every target candidate, and drafts that passed the
-   acceptance test) enter a completed pool without duplicates; the search stops when the committed
-   step finishes the solution or after ``max_steps``; the answer is the pooled solution with the
-   best aggregated reward.
+   acceptance test) enter a completed pool without duplicates. With ``on_finished: continue``
+   (the default, as the authors run it) they are set aside: the search goes on from the best
+   unfinished candidate (a surviving draft, or the target candidate with the best reward) until
+   every candidate of a step is finished or ``max_steps`` is spent. With ``on_finished: stop``
+   a finished candidate competes like any other and committing one ends the search. The answer
+   is the pooled solution with the best aggregated reward (the committed path when nothing
+   finished).
 
 Fixed defects: (a) a finished draft that failed acceptance never enters the pool; (b) the final
 choice compares one score, the aggregated reward, for every solution; (c) the target scores the
@@ -26,8 +31,8 @@ Hybrid (``hybrid: true``, draft and target sharing a tokenizer): the target's ve
 over the drafts' tokens is reused when every draft is rejected. Target candidate ``k`` accepts
 the longest prefix of draft ``k`` that token-level speculative sampling accepts
 (:func:`specs_core.backend_kit.ngram.accept_by_sampling`) and generates only the rest, from the
-cells the verification already filled. The target candidates keep exactly the distribution (with a
-seed: the very samples) of a plain target step. The reward model then runs before the
+cells the verification already filled. The target candidates keep exactly the distribution (with
+a seed: the very samples) of a plain target step. The reward model then runs before the
 target's verification instead of beside it, because the target decides inside that one call
 whether to continue.
 """
@@ -48,12 +53,14 @@ from specs_core.errors import BackendError, ContextOverflowError
 from specs_core.protocols import Roles, Verification, check_shared_tokenizer, require
 from specs_core.search import (
     CompletedPool,
+    FinishedRule,
     Role,
     SearchContext,
     SearchPolicy,
     SolutionPath,
     StepSearchOptions,
     argmax,
+    first_of_each_text,
     is_finished,
     reject_nan,
 )
@@ -83,6 +90,14 @@ class SpecsOptions(StepSearchOptions):
     tau_sw: float = Field(0.7, description="a target step reward above it switches to drafting")
     log_ratio: Literal["mean", "sum"] = Field(
         "mean", description="length-normalised (mean) or total (sum) token log-probabilities"
+    )
+    on_finished: FinishedRule = Field(
+        "continue",
+        description="continue: finished candidates go to the pool and the search goes on from "
+        "the best unfinished one; stop: committing a finished candidate ends the search",
+    )
+    dedupe: bool = Field(
+        True, description="drop drafts whose text repeats an earlier draft's before s is tested"
     )
     hybrid: bool = Field(
         False,
@@ -163,6 +178,20 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
             )
         return self._measure(completion.logprobs)
 
+    def _distinct(self, texts: Sequence[str]) -> list[int]:
+        """The candidates that take part in a decision (each text once with ``dedupe``)."""
+        return first_of_each_text(texts) if self.options.dedupe else list(range(len(texts)))
+
+    def _eligible(
+        self, candidates: Sequence[int], finished: Sequence[bool], step: Sequence[int]
+    ) -> list[int]:
+        """Which of ``candidates`` may be committed. With ``on_finished: continue``, while any
+        candidate of the ``step`` is unfinished only unfinished ones may (the finished ones wait
+        in the pool), so a step whose unfinished drafts all fail goes to the target."""
+        if self.options.on_finished == "continue" and any(not finished[j] for j in step):
+            return [j for j in candidates if not finished[j]]
+        return list(candidates)
+
     # -- the two modes ----------------------------------------------------------------------
 
     def _verify(
@@ -200,6 +229,10 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         l_t = [self._measure(t.logprobs) for t in target_lp]
         return [(lt - ld) + beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
 
+    def _survivors(self, scores: Sequence[float], distinct: Sequence[int]) -> list[int]:
+        """The distinct drafts whose soft score passes the acceptance test ``s > tau_acc``."""
+        return [j for j in distinct if scores[j] > self.options.tau_acc]
+
     def _draft_step(
         self,
         ctx: SearchContext,
@@ -212,49 +245,60 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         o = self.options
         completions = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", step, o.n))[0]
         texts = [c.text for c in completions]
+        finished = [is_finished(c) for c in completions]
+        distinct = self._distinct(texts)
         verification: Verification | None = None
         if o.hybrid:
             draft_lp = ctx.score("draft", [prompt] * len(texts), texts) if score_draft else None
             l_d = self._draft_measures(ctx, completions, draft_lp)
             rewards = ctx.rewards_last([[*path.steps, t] for t in texts])
 
-            def none_survives(scored: list[TokenLogprobs]) -> bool:
-                return not any(x > o.tau_acc for x in self._soft_scores(scored, l_d, rewards))
+            def none_eligible(scored: list[TokenLogprobs]) -> bool:
+                survivors = self._survivors(self._soft_scores(scored, l_d, rewards), distinct)
+                return not self._eligible(survivors, finished, distinct)
 
+            # every draft is a proposal (sample k continues proposal k), duplicates included
             verification = ctx.verify(
                 "target",
                 prompt,
                 [c.token_ids for c in completions],
                 ctx.step_params(o, "target", step, o.n),
-                none_survives,
+                none_eligible,
             )
             target_lp = verification.scores
         else:
-            target_lp, rewards, draft_lp = self._verify(ctx, prompt, path, texts, score_draft)
+            # a duplicate shares the scores of its first occurrence: score each text once
+            once = [texts[j] for j in distinct]
+            scored_lp, scored_r, scored_d = self._verify(ctx, prompt, path, once, score_draft)
+            slot = {texts[j]: k for k, j in enumerate(distinct)}
+            target_lp = [scored_lp[slot[t]] for t in texts]
+            rewards = [scored_r[slot[t]] for t in texts]
+            draft_lp = None if scored_d is None else [scored_d[slot[t]] for t in texts]
             l_d = self._draft_measures(ctx, completions, draft_lp)
         l_t = [self._measure(t.logprobs) for t in target_lp]
         scores = self._soft_scores(target_lp, l_d, rewards)
-        survivors = [j for j, s in enumerate(scores) if s > o.tau_acc]
+        survivors = self._survivors(scores, distinct)
+        eligible = self._eligible(survivors, finished, distinct)
         chosen: int | None = None
-        if survivors:
-            pick = softmax_choice([scores[j] for j in survivors], o.temperature, ctx.rng)
-            chosen = survivors[pick]
+        if eligible:
+            pick = softmax_choice([scores[j] for j in eligible], o.temperature, ctx.rng)
+            chosen = eligible[pick]
+        passed = set(survivors)
         records = []
         for j, c in enumerate(completions):
-            finished = is_finished(c)
-            passed = scores[j] > o.tau_acc
-            if finished and passed:  # defect (a): only drafts that passed may complete
+            if finished[j] and j in passed:  # defect (a): only drafts that passed may complete
                 pool.add(path.extend(c.text, rewards[j], finished=True))
             records.append(
                 CandidateRecord(
                     text=c.text,
                     source=StepSource.DRAFT,
-                    finished=finished,
+                    finished=finished[j],
                     draft_logprob=l_d[j],
                     target_logprob=l_t[j],
                     reward=rewards[j],
                     score=scores[j],
-                    accepted=passed,
+                    accepted=j in passed,
+                    duplicate=j not in distinct,
                 )
             )
         log.debug("step %d drafts: scores %s, survivors %s", step, scores, survivors)
@@ -280,7 +324,12 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         pool: CompletedPool,
         hybrid: Verification | None = None,
     ) -> tuple[list[CandidateRecord], int, list[float], list[Completion], bool]:
-        """The target's step; ``hybrid`` holds the candidates continued from rejected drafts."""
+        """The target's step; ``hybrid`` holds the candidates continued from rejected drafts.
+
+        Returns the candidates' records, the index of the committed one (the best reward among
+        the eligible), the rewards, the completions, and whether to draft the next step (a
+        reward of an eligible candidate above ``tau_sw``).
+        """
         o = self.options
         if hybrid is not None and hybrid.completions is not None:
             completions = hybrid.completions
@@ -292,25 +341,28 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
             params = ctx.step_params(o, "target", step, o.n)
             completions = ctx.generate("target", [prompt], params)[0]
         rewards = ctx.rewards_last([[*path.steps, c.text] for c in completions])
-        best = argmax(rewards)
+        finished = [is_finished(c) for c in completions]
+        distinct = self._distinct([c.text for c in completions])
+        eligible = self._eligible(distinct, finished, distinct)
+        best = eligible[argmax([rewards[j] for j in eligible])]
         records = []
         for j, c in enumerate(completions):
-            finished = is_finished(c)
-            if finished:
+            if finished[j]:
                 pool.add(path.extend(c.text, rewards[j], finished=True))
             own = self._measure(c.logprobs) if len(c.logprobs) == len(c.token_ids) else None
             records.append(
                 CandidateRecord(
                     text=c.text,
                     source=StepSource.TARGET,
-                    finished=finished,
+                    finished=finished[j],
                     target_logprob=own,
                     reward=rewards[j],
                     accepted=j == best,
                     draft_prefix_tokens=hybrid.accepted[j] if hybrid is not None else None,
+                    duplicate=j not in distinct,
                 )
             )
-        switch = any(r > o.tau_sw for r in rewards)
+        switch = any(rewards[j] > o.tau_sw for j in eligible)
         return records, best, rewards, completions, switch
 
     # -- the search -------------------------------------------------------------------------
