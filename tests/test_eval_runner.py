@@ -3,6 +3,7 @@ summary figures recomputed from results.jsonl."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from specs_core import Specs
 from specs_core.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from specs_core.eval.datasets import Problem
-from specs_core.eval.results import ResultsLog
+from specs_core.eval.results import ResultsLog, TraceLog
 from specs_core.eval.runner import WARMUP_QUESTION, BenchSpec, fingerprint, run_bench
 from specs_core.eval.sweep import bench_spec
 from specs_core.resolution import resolve_config
@@ -223,3 +224,41 @@ def test_choosing_another_policy_keeps_the_options_it_accepts() -> None:
             limit=None,
             sample_seed=0,
         )
+
+
+def test_every_candidate_of_every_step_is_traced_beside_the_rows(
+    specs: Specs, problems: list[Problem], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    run_bench(specs, _spec(problems[:4]), out, progress=False)
+    traces = TraceLog(out / "traces.jsonl.gz").load()
+    rows = _rows(out)
+    assert list(traces) == [r["id"] for r in rows]
+    for row in rows:
+        steps = traces[row["id"]]["steps"]
+        assert len(steps) == row["draft_steps"] + row["target_steps"]
+        for step in steps:
+            assert step["candidates"] and step["decision"]
+            for c in step["candidates"]:
+                assert c["tokens"] > 0 and c["text"] and isinstance(c["finished"], bool)
+                assert c["reward"] is not None and c["source"] in ("draft", "target")
+                if c["source"] == "draft":  # SPECS records both log-probabilities of a draft
+                    assert c["draft_logprob"] is not None and c["target_logprob"] is not None
+                    assert c["score"] is not None
+
+
+def test_traces_resume_with_the_rows_and_survive_a_torn_append(
+    specs: Specs, problems: list[Problem], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    spec = _spec(problems[:6])
+    run_bench(specs, spec, out, progress=False, until=3)
+    path = out / "traces.jsonl.gz"
+    assert len(TraceLog(path).load()) == 3
+    # a kill in the middle of an append leaves a torn gzip member at the end
+    path.write_bytes(path.read_bytes() + gzip.compress(b'{"id": "x", "steps": []}\n')[:15])
+    assert list(TraceLog(path).load()) == [p.id for p in problems[:3]]
+    run_bench(specs, spec, out, progress=False)
+    assert len(TraceLog(path).load()) == 6
+    run_bench(specs, spec, out, progress=False, force=True, until=1)
+    assert len(TraceLog(path).load()) == 1

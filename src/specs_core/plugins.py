@@ -56,6 +56,7 @@ LOAD_PLUGINS_ENV = "SPECS_LOAD_PLUGINS"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "specs_core.policies.plugin",
     "specs_core.judge",
+    "specs_core.likelihood",
     "specs_core.composite",
     "specs_core.testing.plugin",
 )

@@ -58,7 +58,8 @@ class CandidateTrace(_Frozen):
     ``draft_logprob`` and ``target_logprob`` are the log-probabilities the policy used (mean or
     sum per token); ``score`` is its selection score (SPECS: ``(l_t - l_d) + beta * r``);
     ``draft_prefix_tokens`` is set for the target candidates of a SPECS hybrid step;
-    ``duplicate`` marks a candidate whose text repeats an earlier one of the same step.
+    ``duplicate`` marks a candidate whose text repeats an earlier one of the same step;
+    ``tokens`` is how many tokens its model generated for it.
     """
 
     text: str
@@ -71,6 +72,7 @@ class CandidateTrace(_Frozen):
     accepted: bool
     draft_prefix_tokens: int | None
     duplicate: bool
+    tokens: int | None = None
 
     @classmethod
     def from_record(cls, record: CandidateRecord) -> CandidateTrace:
@@ -86,6 +88,7 @@ class CandidateTrace(_Frozen):
             accepted=record.accepted,
             draft_prefix_tokens=record.draft_prefix_tokens,
             duplicate=record.duplicate,
+            tokens=record.tokens,
         )
 
 

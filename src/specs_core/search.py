@@ -41,6 +41,7 @@ from specs_core.text import (
     step_content,
 )
 from specs_core.types import (
+    CandidateRecord,
     Completion,
     Decision,
     FinishReason,
@@ -67,6 +68,7 @@ __all__ = [
     "SolutionPath",
     "StepSearchOptions",
     "argmax",
+    "candidate",
     "commit_solution",
     "first_of_each_text",
     "is_finished",
@@ -521,6 +523,27 @@ def source_of(role: ModelChoice) -> StepSource:
 def is_finished(completion: Completion) -> bool:
     """The completion ended the solution (end of sequence, not a stop string or the limit)."""
     return completion.finish_reason is FinishReason.EOS
+
+
+def candidate(
+    completion: Completion, source: StepSource, *, reward: float | None, accepted: bool
+) -> CandidateRecord:
+    """The trace record of a generated candidate step: its text, whether it finished, its token
+    count, and the mean log-probability its own model gave its tokens (when the backend returned
+    one per token)."""
+    own = None
+    if completion.logprobs and len(completion.logprobs) == len(completion.token_ids):
+        own = sum(completion.logprobs) / len(completion.logprobs)
+    return CandidateRecord(
+        text=completion.text,
+        source=source,
+        finished=is_finished(completion),
+        draft_logprob=own if source is StepSource.DRAFT else None,
+        target_logprob=own if source is StepSource.TARGET else None,
+        reward=reward,
+        accepted=accepted,
+        tokens=len(completion.token_ids),
+    )
 
 
 def sample_solutions(

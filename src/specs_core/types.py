@@ -255,6 +255,7 @@ class CandidateRecord:
             outside hybrid steps).
         duplicate: its text repeats an earlier candidate's of the same step, so it took no part
             in the decision (it shares that candidate's scores).
+        tokens: how many tokens its model generated for it (``None`` when not known).
     """
 
     text: str
@@ -267,6 +268,7 @@ class CandidateRecord:
     accepted: bool = False
     draft_prefix_tokens: int | None = None
     duplicate: bool = False
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)

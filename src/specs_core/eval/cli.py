@@ -6,6 +6,7 @@ Mounted on the main ``specs`` command by :func:`add_commands`. Errors are raised
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -250,8 +251,155 @@ def report(
         typer.echo(f"report: {out}" + (f", plots: {plots}" if plots else ""))
 
 
+def _reward_config(spec: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:key=value,key=value`` as a reward-model config."""
+    from specs_core.config import parse_override
+
+    name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise InvalidInputError(f"--reward {spec!r} names no reward model; write NAME[:key=value]")
+    config: dict[str, Any] = {"name": name.strip()}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        try:
+            key, value = parse_override(item)
+        except Exception as e:
+            raise InvalidInputError(
+                f"--reward {spec!r}: {item!r} must look like key=value ({e})"
+            ) from e
+        config[key] = value
+    return config
+
+
+def rewards_eval(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="specs bench run directories, or JSONL files of {question, steps or "
+            "solution, correct or gold}."
+        ),
+    ],
+    reward: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reward",
+            "-r",
+            help="A reward model to score with: NAME or NAME:key=value,... "
+            "(e.g. judge:model=target, likelihood). Repeatable.",
+        ),
+    ] = None,
+    recorded: Annotated[
+        bool,
+        typer.Option(
+            "--recorded/--no-recorded",
+            help="Also evaluate the final scores the runs recorded (costs nothing).",
+        ),
+    ] = True,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    aggregation: Annotated[
+        str, typer.Option("--aggregation", help="How step rewards make a solution's score.")
+    ] = "last",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory for scores.jsonl (resumable cache), report.md, metrics.json and "
+            "the plots.",
+        ),
+    ] = None,
+    fit: Annotated[
+        bool,
+        typer.Option("--fit", help="Also print each verifier's logistic calibration."),
+    ] = False,
+    resamples: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples of the AUC interval.")
+    ] = 1000,
+    progress: ProgressOption = True,
+) -> None:
+    """Measure reward models on labelled solutions: AUC, selection, calibration and cost."""
+    from specs_core.config import load_config
+    from specs_core.eval import verifiers as v
+    from specs_core.eval.runner import _progress
+    from specs_core.rewards import Aggregation
+    from specs_core.solver import Specs
+
+    try:
+        how = Aggregation(aggregation)
+    except ValueError as e:
+        allowed = ", ".join(a.value for a in Aggregation)
+        raise InvalidInputError(f"--aggregation {aggregation!r}: use one of {allowed}") from e
+    solutions = v.load_solutions(sources)
+    if limit is not None:
+        keep = list(v.group_by_problem(solutions))[:limit]
+        solutions = [s for s in solutions if s.problem in set(keep)]
+    if not solutions:
+        raise InvalidInputError("the sources hold no graded solution to evaluate")
+    labels = list(reward or [])
+    if not labels and not recorded:
+        raise InvalidInputError("nothing to evaluate: give --reward NAME or keep --recorded")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    cache = v.ScoreCache(out / "scores.jsonl" if out is not None else None)
+    reports: list[v.VerifierReport] = []
+    if recorded and any(s.recorded is not None for s in solutions):
+        reports.append(v.evaluate(v.RECORDED, solutions, None, resamples=resamples))
+    if labels:
+        with Specs(load_config(config, overrides or [])) as specs:
+            models = {
+                label: specs.build_reward_model(_reward_config(label), f"--reward {label}")
+                for label in labels
+            }
+            bar = _progress(len(v.group_by_problem(solutions)), 0, "scoring", progress)
+            try:
+                scored = v.score_solutions(
+                    solutions, models, cache, on_problem=lambda done, total: bar.update(1)
+                )
+            finally:
+                bar.close()
+                for model in models.values():
+                    model.close()
+        for label in labels:
+            rewards = {key: s.rewards for key, s in scored[label].items()}
+            reports.append(
+                v.evaluate(
+                    label,
+                    solutions,
+                    rewards,
+                    aggregation=how,
+                    costs=scored[label],
+                    resamples=resamples,
+                )
+            )
+    text = v.render_markdown(reports)
+    if fit:
+        fits = []
+        for r in reports:
+            a, b = v.fit_platt([sc for sc, _ in r.scores], [y for _, y in r.scores])
+            fits.append(f"- {r.name}: P(correct) = sigmoid({a:.3f} * logit(score) + {b:.3f})")
+        text += "\nLogistic calibration (fitted on these solutions):\n\n" + "\n".join(fits) + "\n"
+    typer.echo(text, nl=False)
+    if out is not None:
+        (out / "report.md").write_text(text, encoding="utf-8")
+        (out / "metrics.json").write_text(
+            json.dumps([r.as_dict() for r in reports], indent=2) + "\n", encoding="utf-8"
+        )
+        v.plot_reliability(reports, out / "reliability.png")
+        v.plot_histograms(reports, out / "histograms.png")
+        typer.echo(f"report: {out / 'report.md'}, plots: {out}/reliability.png, histograms.png")
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Add ``bench``, ``sweep`` and ``report`` to a typer application."""
+    """Add ``bench``, ``sweep``, ``report`` and ``rewards eval`` to a typer application."""
     app.command("bench")(bench)
     app.command("sweep")(sweep)
     app.command("report")(report)
+    rewards = typer.Typer(
+        name="rewards", help="Measure reward models.", no_args_is_help=True, add_completion=False
+    )
+    rewards.command("eval")(rewards_eval)
+    app.add_typer(rewards)

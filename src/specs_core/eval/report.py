@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from specs_core.errors import InvalidInputError, SpecsError
-from specs_core.eval.results import ResultsLog, summarize
-from specs_core.eval.stats import PairedDifference, paired_difference
+from specs_core.eval.results import ResultsLog, TraceLog, summarize
+from specs_core.eval.stats import PairedDifference, auc, paired_difference, quantile
 from specs_core.types import PHASES
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 RESULTS = "results.jsonl"
+TRACES = "traces.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,42 @@ def _ratio_text(ratio: LatencyRatio | None) -> tuple[str, str]:
     return f"{ratio.total:.2f}× (n={ratio.n})", f"{ratio.median:.2f}×"
 
 
+def _verifier_cells(run: Run) -> list[str]:
+    """The verifier columns of one run (see :func:`render_markdown`)."""
+    scored = [
+        (float(r["final_score"]), bool(r.get("correct")))
+        for r in run.rows
+        if not r.get("error") and isinstance(r.get("final_score"), int | float)
+    ]
+    final = auc([x for x, _ in scored], [y for _, y in scored])
+    cells = [f"{final:.2f} ({len(scored)})" if final is not None else f"– ({len(scored)})"]
+    traces = TraceLog(run.path / TRACES).load()
+    if not traces:
+        return [*cells, "–", "–"]
+    outcome = {str(r["id"]): bool(r.get("correct")) for r in run.rows if not r.get("error")}
+    steps: list[tuple[float, bool]] = []
+    candidates: list[float] = []
+    for problem, trace in traces.items():
+        if problem not in outcome:
+            continue
+        for step in trace.get("steps", []):
+            if isinstance(step.get("reward"), int | float):
+                steps.append((float(step["reward"]), outcome[problem]))
+            candidates += [
+                float(c["reward"])
+                for c in step.get("candidates", [])
+                if isinstance(c.get("reward"), int | float)
+            ]
+    step_auc = auc([x for x, _ in steps], [y for _, y in steps])
+    cells.append(f"{step_auc:.2f} ({len(steps)})" if step_auc is not None else f"– ({len(steps)})")
+    if candidates:
+        spread = " / ".join(f"{quantile(candidates, q):.2f}" for q in (0.1, 0.5, 0.9))
+        cells.append(f"{spread} ({len(candidates)})")
+    else:
+        cells.append("–")
+    return cells
+
+
 def render_markdown(runs: Sequence[Run], baseline: Run) -> str:
     """The comparison tables of ``runs`` against ``baseline`` as markdown."""
     lines = [
@@ -244,6 +281,21 @@ def render_markdown(runs: Sequence[Run], baseline: Run) -> str:
         phases = run.summary["latency_by_phase_s"]
         cells = " | ".join(_secs(phases.get(p)) for p in PHASES)
         lines.append(f"| {run.name} | {cells} | {_secs(run.summary['latency_s']['mean'])} |")
+    lines += [
+        "",
+        "## Verifier",
+        "",
+        "How well the run's final score tells right from wrong (AUC over problems), the same for "
+        "the rewards of the committed steps, each labelled with its problem's outcome, and the "
+        "spread of every candidate's reward (from `traces.jsonl.gz`; `–` for runs without "
+        "traces). `specs rewards eval` measures any reward model in depth.",
+        "",
+        "| run | final-score AUC (n) | committed-step AUC (steps) "
+        "| candidate rewards p10 / median / p90 (candidates) |",
+        "|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(f"| {run.name} | " + " | ".join(_verifier_cells(run)) + " |")
     lines += [
         "",
         "## Tokens per problem",

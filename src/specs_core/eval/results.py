@@ -15,21 +15,23 @@ one key per phase), ``tokens`` (per model), ``reward_cache``, ``hybrid``, the st
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import Problem
-from specs_core.eval.grading import Grade
+from specs_core.eval.grading import Grade, grade_problem
 from specs_core.eval.stats import quantile, wilson
 from specs_core.schema import HybridCounts, ResultRecord, RewardCacheCounts
 from specs_core.types import PHASES, SearchResult
 
-__all__ = ["ResultsLog", "error_row", "result_row", "summarize"]
+__all__ = ["ResultsLog", "TraceLog", "error_row", "result_row", "summarize", "trace_record"]
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,18 @@ def result_row(
     fingerprint: str,
     wall_s: float,
 ) -> dict[str, Any]:
-    """The row of a solved problem: its fields and the result's record without the trace."""
+    """The row of a solved problem: its fields and the result's record without the trace.
+
+    The other whole solutions a policy sampled (``extra["solutions"]`` with their ``text``, as
+    best-of-N keeps them) are graded too, so that a verifier can be judged on them later.
+    """
+    record = ResultRecord.from_result(result).to_json(steps=False)
+    for other in record["extra"].get("solutions", []):
+        if isinstance(other, dict) and isinstance(other.get("text"), str):
+            other["correct"] = grade_problem(problem, other["text"]).correct
     return {
         **_base_row(problem, index, result.policy, fingerprint),
-        **ResultRecord.from_result(result).to_json(steps=False),
+        **record,
         "question": problem.question,
         "extracted": grade.extracted,
         "parsed": grade.parsed,
@@ -171,6 +181,73 @@ class ResultsLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def trace_record(problem: Problem, index: int, result: SearchResult) -> dict[str, Any]:
+    """One line of ``traces.jsonl.gz``: every candidate of every step of one problem's search
+    (source, text, tokens, log-probabilities, reward, soft score, decision, finished)."""
+    steps = ResultRecord.from_result(result).to_json()["steps"]
+    return {"id": problem.id, "index": index, "dataset": problem.dataset, "steps": steps}
+
+
+class TraceLog:
+    """The append-only, gzip-compressed ``traces.jsonl.gz`` of one run: one JSON line per problem,
+    each appended as its own gzip member (so appending never rewrites the file).
+
+    Args:
+        path: the file (created on the first append).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one problem's trace and force it to disk before returning."""
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        with self.path.open("ab") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                gz.write(line.encode("utf-8"))
+            raw.flush()
+            os.fsync(raw.fileno())
+
+    def load(self, *, repair: bool = False) -> dict[str, dict[str, Any]]:
+        """Every problem's trace by id (the last one written wins).
+
+        A member torn by a killed run is dropped; with ``repair`` the file is rewritten without
+        it, so that traces appended later stay readable.
+        """
+        if not self.path.exists():
+            return {}
+        traces: dict[str, dict[str, Any]] = {}
+        torn = False
+        try:
+            with gzip.open(self.path, "rt", encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        torn = True  # the cut end of an interrupted append
+                        continue
+                    if isinstance(record, dict) and "id" in record:
+                        traces[str(record["id"])] = record
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            torn = True
+        if torn:
+            log.warning("%s: dropping a torn last trace (interrupted run)", self.path)
+            if repair:
+                self.rewrite(traces.values())
+        return traces
+
+    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the file's content with ``records`` atomically."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                for record in records:
+                    gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, self.path)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -5,6 +5,8 @@ A run lives in one directory:
 - ``config.yaml``: the resolved configuration that was run;
 - ``run.json``: the run's identity (dataset, subset, policy, fingerprint);
 - ``results.jsonl``: one row per problem, appended and flushed as each finishes;
+- ``traces.jsonl.gz``: every candidate of every step of each problem's search, written just
+  before its row (see :func:`specs_core.eval.results.trace_record`);
 - ``summary.json``: the figures of :func:`specs_core.eval.results.summarize`.
 
 Starting a run in a directory that already holds one resumes it: problems already in
@@ -38,7 +40,14 @@ from specs_core.errors import (
 )
 from specs_core.eval.datasets import Problem, dataset_digest
 from specs_core.eval.grading import grade_problem
-from specs_core.eval.results import ResultsLog, error_row, result_row, summarize
+from specs_core.eval.results import (
+    ResultsLog,
+    TraceLog,
+    error_row,
+    result_row,
+    summarize,
+    trace_record,
+)
 from specs_core.types import SearchResult
 
 __all__ = [
@@ -65,6 +74,7 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 WARMUP_QUESTION = "What is 1 + 1?"
 
 RESULTS_FILE = "results.jsonl"
+TRACES_FILE = "traces.jsonl.gz"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -145,7 +155,7 @@ def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / RUN_FILE
     if force:
-        for name in (RESULTS_FILE, SUMMARY_FILE, RUN_FILE, CONFIG_FILE):
+        for name in (RESULTS_FILE, TRACES_FILE, SUMMARY_FILE, RUN_FILE, CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
     if run_file.exists():
         try:
@@ -235,6 +245,8 @@ def run_bench(
     fp = fingerprint(spec)
     _prepare(out, spec, fp, force)
     results = ResultsLog(out / RESULTS_FILE)
+    traces = TraceLog(out / TRACES_FILE)
+    traces.load(repair=True)  # a trace torn by a kill would hide the traces appended after it
     wanted = {p.id for p in spec.problems}
     rows = [r for r in results.load() if r.get("id") in wanted]
     if retry_errors and any(r.get("error") for r in rows):
@@ -278,6 +290,7 @@ def run_bench(
                 wall = time.perf_counter() - start
                 verdict = grade_problem(problem, result.text or (result.answer or ""))
                 row = result_row(problem, index, result, verdict, fingerprint=fp, wall_s=wall)
+                traces.append(trace_record(problem, index, result))
             results.append(row)
             rows.append(row)
             bar.update(1)

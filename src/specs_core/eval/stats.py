@@ -1,4 +1,4 @@
-"""Small statistics for benchmark tables: Wilson intervals and paired accuracy differences.
+"""Small statistics for benchmark tables: Wilson intervals, paired accuracy differences, AUC.
 
 Pure Python (``math``, ``statistics``), so reports need neither numpy nor scipy.
 """
@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from specs_core.errors import InvalidInputError
 
-__all__ = ["Z95", "PairedDifference", "mcnemar_exact_p", "paired_difference", "quantile", "wilson"]
+__all__ = [
+    "Z95",
+    "PairedDifference",
+    "auc",
+    "mcnemar_exact_p",
+    "paired_difference",
+    "quantile",
+    "wilson",
+]
 
 #: The standard normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -118,3 +126,23 @@ def quantile(values: Sequence[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """The probability that a positive scores above a negative (ties count half); ``None``
+    unless both classes are present."""
+    pos = sum(1 for y in labels if y)
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum = 0.0
+    i = 0
+    while i < len(order):  # average ranks over ties
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        mid = (i + j) / 2 + 1
+        rank_sum += sum(mid for k in range(i, j + 1) if labels[order[k]])
+        i = j + 1
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)

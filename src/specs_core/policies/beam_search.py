@@ -37,10 +37,11 @@ from specs_core.search import (
     SolutionPath,
     StepSearchOptions,
     argmax,
+    candidate,
     is_finished,
     source_of,
 )
-from specs_core.types import CandidateRecord, Decision, SearchResult, StepRecord
+from specs_core.types import Decision, SearchResult, StepRecord
 
 __all__ = ["BeamSearchOptions", "BeamSearchPolicy", "DraftBeamSearchOptions"]
 
@@ -140,13 +141,7 @@ class BeamSearchPolicy(SearchPolicy[BeamSearchOptions]):
                             decision=Decision.BEAM,
                             beam=slot,
                             candidates=tuple(
-                                CandidateRecord(
-                                    text=flat[j][1].text,
-                                    source=source,
-                                    finished=is_finished(flat[j][1]),
-                                    reward=rewards[j],
-                                    accepted=j in kept,
-                                )
+                                candidate(flat[j][1], source, reward=rewards[j], accepted=j in kept)
                                 for j in siblings
                             ),
                         )

@@ -116,7 +116,13 @@ class BestOfNPolicy(SearchPolicy[BestOfNOptions]):
                 "selection": o.selection,
                 "chosen": chosen_index,
                 "solutions": [
-                    {"answer": a, "score": s, "finished": p.finished, "steps": len(p.steps)}
+                    {
+                        "answer": a,
+                        "score": s,
+                        "finished": p.finished,
+                        "steps": len(p.steps),
+                        "text": p.text,
+                    }
                     for a, s, p in zip(answers, scores, paths, strict=True)
                 ],
             },

@@ -85,5 +85,13 @@ class MajorityPolicy(SearchPolicy[MajorityOptions]):
             chosen,
             final_score=None,
             unfinished=StopReason.MAX_TOKENS,
-            extra={"votes": votes, "chosen": index, "answers": answers},
+            extra={
+                "votes": votes,
+                "chosen": index,
+                "answers": answers,
+                "solutions": [
+                    {"answer": a, "finished": p.finished, "steps": len(p.steps), "text": p.text}
+                    for a, p in zip(answers, paths, strict=True)
+                ],
+            },
         )

@@ -21,10 +21,11 @@ from specs_core.search import (
     SolutionPath,
     StepSearchOptions,
     argmax,
+    candidate,
     is_finished,
     reject_nan,
 )
-from specs_core.types import CandidateRecord, Decision, SearchResult, StepRecord, StepSource
+from specs_core.types import Decision, SearchResult, StepRecord, StepSource
 
 __all__ = ["RsdOptions", "RsdPolicy"]
 
@@ -68,13 +69,7 @@ class RsdPolicy(SearchPolicy[RsdOptions]):
                 rewards = ctx.rewards_last([[*path.steps, c.text] for c in drafts])
                 best = argmax(rewards)
                 draft_records = tuple(
-                    CandidateRecord(
-                        text=c.text,
-                        source=StepSource.DRAFT,
-                        finished=is_finished(c),
-                        reward=r,
-                        accepted=r >= o.delta,
-                    )
+                    candidate(c, StepSource.DRAFT, reward=r, accepted=r >= o.delta)
                     for c, r in zip(drafts, rewards, strict=True)
                 )
                 if rewards[best] >= o.delta:
@@ -113,13 +108,7 @@ class RsdPolicy(SearchPolicy[RsdOptions]):
                         candidates=(
                             *draft_records,
                             *(
-                                CandidateRecord(
-                                    text=c.text,
-                                    source=StepSource.TARGET,
-                                    finished=is_finished(c),
-                                    reward=r,
-                                    accepted=j == pick,
-                                )
+                                candidate(c, StepSource.TARGET, reward=r, accepted=j == pick)
                                 for j, (c, r) in enumerate(
                                     zip(targets, target_rewards, strict=True)
                                 )

@@ -299,6 +299,7 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
                     score=scores[j],
                     accepted=j in passed,
                     duplicate=j not in distinct,
+                    tokens=len(c.token_ids),
                 )
             )
         log.debug("step %d drafts: scores %s, survivors %s", step, scores, survivors)
@@ -360,6 +361,7 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
                     accepted=j == best,
                     draft_prefix_tokens=hybrid.accepted[j] if hybrid is not None else None,
                     duplicate=j not in distinct,
+                    tokens=len(c.token_ids),
                 )
             )
         switch = any(rewards[j] > o.tau_sw for j in eligible)
