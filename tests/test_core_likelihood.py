@@ -120,3 +120,44 @@ def test_on_a_real_model_a_sensible_step_is_likelier_than_scrambled_words() -> N
         [g], [b] = prm.score(question, [good]), prm.score(question, [bad])
         assert 0 < b[0] < g[0] < 1
         assert prm.name == "likelihood:smollm2-135m"
+
+
+@pytest.mark.parametrize("policy", ["specs", "beam_search"])
+def test_inside_a_search_the_reward_comes_free_from_the_targets_log_probabilities(
+    policy: str,
+) -> None:
+    config = {
+        "draft": {"backend": "toy", "variant": "draft"},
+        "target": {"backend": "toy", "variant": "target"},
+        "reward": {"name": "likelihood"},
+        "policy": {"name": policy, "n": 4, "max_steps": 6, "seed": 1},
+    }
+    if policy == "specs":
+        config["policy"] |= {"tau_sw": 0.0, "tau_acc": -100.0}  # draft every step it can
+    with Specs.from_config(config) as specs:
+        prm = specs.reward_model()
+        assert isinstance(prm, LikelihoodRewardModel) and prm.reads_role == "target"
+        result = specs.solve("What is 4 + 5 + 6?")
+    # no model call was made for a reward: the reward model evaluated no token
+    assert result.usage.tokens.get(prm.name) is None or result.usage.tokens[prm.name].prompt == 0
+    first = result.steps[0]
+    assert first.candidates
+    for c in first.candidates:  # step 0: the solution so far is the step itself
+        assert c.target_logprob is not None and c.reward is not None
+        assert c.reward == pytest.approx(prm.reward(c.target_logprob))
+    if policy == "specs":
+        assert result.draft_steps > 0  # the draft path took the free rewards too
+
+
+def test_a_likelihood_reward_on_another_model_is_scored_not_taken_from_the_search() -> None:
+    config = {
+        "draft": {"backend": "toy", "variant": "draft"},
+        "target": {"backend": "toy", "variant": "target"},
+        "reward": {"name": "likelihood", "model": {"backend": "toy", "variant": "judge"}},
+        "policy": {"name": "beam_search", "n": 2, "max_steps": 3, "seed": 1},
+    }
+    with Specs.from_config(config) as specs:
+        prm = specs.reward_model()
+        assert prm.reads_role is None
+        result = specs.solve("What is 4 + 5 + 6?")
+    assert result.usage.tokens[prm.name].prompt > 0

@@ -15,6 +15,13 @@ them for generation (the same system prompt, steps joined by the step delimiter)
 log-probabilities are the very ones the target would give it while searching. The token sums of
 scored prefixes are remembered, so scoring a partial solution one step longer evaluates only the
 new step.
+
+Inside a search the reward is free: the model implements
+:class:`~specs_core.protocols.LogprobRewardModel`, and a policy that holds the target's
+log-probabilities of a step (its generation of the step, or its scoring of a draft) passes them
+instead of having the step scored again. Those cover the step's tokens as generated (its
+delimiter included), where standalone scoring reads the step without its delimiter, so the two
+differ slightly.
 """
 
 from __future__ import annotations
@@ -171,6 +178,26 @@ class LikelihoodRewardModel:
         """The reward after the last step of each solution."""
         rows = self._step_sums(question, solutions)
         return [self._rewards(row)[-1] if row else self.reward(0.0) for row in rows]
+
+    @property
+    def reads_role(self) -> str | None:
+        """The role whose log-probabilities this model reads (``None``: an inline model)."""
+        return self.options.model if isinstance(self.options.model, str) else None
+
+    def score_last_given(
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        logprobs: Sequence[Sequence[float]],
+    ) -> list[float]:
+        """The reward after the last step of each solution, from the log-probabilities of that
+        step's tokens that the search already holds; earlier steps come from what this model
+        remembers of the search (scored only when it has forgotten them)."""
+        for steps, step_logprobs in zip(solutions, logprobs, strict=True):
+            if steps:
+                key = self._key(question, steps)
+                self._remember(key, (float(sum(step_logprobs)), len(step_logprobs)))
+        return self.score_last(question, solutions)
 
     def take_token_usage(self) -> Mapping[str, int]:
         """Tokens scored since the last call (read by the search accounting)."""

@@ -35,6 +35,7 @@ __all__ = [
     "Generator",
     "LanguageModel",
     "LastStepRewardModel",
+    "LogprobRewardModel",
     "ModelResolver",
     "Policy",
     "ProposalVerifier",
@@ -186,6 +187,31 @@ class LastStepRewardModel(Protocol):
 
     def score_last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
         """The reward in [0, 1] of the last step of each solution (steps without delimiter)."""
+        ...
+
+
+@runtime_checkable
+class LogprobRewardModel(Protocol):
+    """Optional: a reward model computed from one role's token log-probabilities of the steps.
+
+    A search that already holds those log-probabilities (the target's own generation of a step,
+    or its scoring of a draft) hands them over, and the reward costs no model call.
+    """
+
+    @property
+    def reads_role(self) -> str | None:
+        """The role (``"target"``, ``"draft"``) whose log-probabilities it reads; ``None`` when
+        it reads a model of its own."""
+        ...
+
+    def score_last_given(
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        logprobs: Sequence[Sequence[float]],
+    ) -> list[float]:
+        """The reward of each solution's last step, given the role's log-probability of each
+        token of that step (``logprobs[i]`` for ``solutions[i]``)."""
         ...
 
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
 from specs_core.accounting import Accountant
 from specs_core.errors import InvalidInputError, RewardError
-from specs_core.protocols import LastStepRewardModel, RewardModel, TokenUsageReporter
+from specs_core.protocols import (
+    LastStepRewardModel,
+    LogprobRewardModel,
+    RewardModel,
+    TokenUsageReporter,
+)
 from specs_core.types import Phase
 
 __all__ = ["Aggregation", "GuardedRewardModel", "TokenTally", "aggregate", "score_every_prefix"]
@@ -154,12 +159,34 @@ class GuardedRewardModel:
             )
         return list(got)
 
-    def _fetch(self, question: str, todo: list[tuple[str, ...]], last_only: bool) -> None:
+    def reads(self, role: str) -> bool:
+        """The model computes its rewards from ``role``'s token log-probabilities, so a search
+        holding them should pass them (see :meth:`last`)."""
+        return isinstance(self.model, LogprobRewardModel) and self.model.reads_role == role
+
+    def _fetch(
+        self,
+        question: str,
+        todo: list[tuple[str, ...]],
+        last_only: bool,
+        given: Mapping[tuple[str, ...], Sequence[float]] | None = None,
+    ) -> None:
         """Score the uncached solutions in ``todo`` and fill the cache."""
         if not todo:
             return
         with self._acct.phase(Phase.REWARD):
-            if last_only and isinstance(self.model, LastStepRewardModel):
+            if given is not None and isinstance(self.model, LogprobRewardModel):
+                rows = self._check_rows(
+                    self.model.score_last_given(
+                        question, [list(s) for s in todo], [list(given[s]) for s in todo]
+                    ),
+                    len(todo),
+                )
+                fresh = {
+                    (question, sol): self._check(r, f"the last of {len(sol)} steps")
+                    for sol, r in zip(todo, rows, strict=True)
+                }
+            elif last_only and isinstance(self.model, LastStepRewardModel):
                 rows = self._check_rows(
                     self.model.score_last(question, [list(s) for s in todo]), len(todo)
                 )
@@ -190,7 +217,13 @@ class GuardedRewardModel:
         with self._lock:
             self._cache.update(fresh)
 
-    def _lookup(self, question: str, solutions: Sequence[Sequence[str]], last_only: bool) -> None:
+    def _lookup(
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        last_only: bool,
+        given: Mapping[tuple[str, ...], Sequence[float]] | None = None,
+    ) -> None:
         keys = [tuple(s) for s in solutions]
         for sol in keys:
             if not sol:
@@ -206,11 +239,28 @@ class GuardedRewardModel:
                 ]
         unique = list(dict.fromkeys(missing))
         self._acct.count_reward_lookups(hits=len(keys) - len(missing), misses=len(missing))
-        self._fetch(question, unique, last_only)
+        self._fetch(question, unique, last_only, given)
 
-    def last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
-        """The reward of the last step of each partial solution."""
-        self._lookup(question, solutions, last_only=True)
+    def last(
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        logprobs: Sequence[Sequence[float]] | None = None,
+    ) -> list[float]:
+        """The reward of the last step of each partial solution.
+
+        ``logprobs`` (one sequence of token log-probabilities of the last step per solution,
+        under the role the model :meth:`reads`) lets a log-probability reward model answer
+        without a model call; other models ignore them.
+        """
+        given = None
+        if logprobs is not None and isinstance(self.model, LogprobRewardModel):
+            if len(logprobs) != len(solutions):
+                raise InvalidInputError(
+                    f"got log-probabilities for {len(logprobs)} of {len(solutions)} solutions"
+                )
+            given = {tuple(s): lp for s, lp in zip(solutions, logprobs, strict=True)}
+        self._lookup(question, solutions, last_only=True, given=given)
         with self._lock:
             return [self._cache[(question, tuple(s))] for s in solutions]
 

@@ -71,6 +71,7 @@ __all__ = [
     "candidate",
     "commit_solution",
     "first_of_each_text",
+    "generated_logprobs",
     "is_finished",
     "path_of",
     "reject_nan",
@@ -431,11 +432,29 @@ class SearchContext:
             self.acct.add_generation(model.name, [out.completions])
         return out
 
-    def rewards_last(self, paths: Sequence[Sequence[str]]) -> list[float]:
-        """The reward of the last step of each partial solution (steps as generated)."""
+    def reward_reads(self, role: ModelChoice) -> bool:
+        """The reward model computes its rewards from ``role``'s token log-probabilities: pass
+        them to :meth:`rewards_last` when the search holds them, and the rewards are free."""
+        return self.reward is not None and self.reward.reads(role)
+
+    def rewards_last(
+        self,
+        paths: Sequence[Sequence[str]],
+        *,
+        role: ModelChoice | None = None,
+        logprobs: Sequence[Sequence[float]] | None = None,
+    ) -> list[float]:
+        """The reward of the last step of each partial solution (steps as generated).
+
+        ``logprobs`` are ``role``'s log-probabilities of the tokens of each last step, when the
+        search holds them (a generation's own, or a scoring call's); a reward model that reads
+        that role's log-probabilities uses them instead of calling a model.
+        """
         delimiter = self.options.step_delimiter
         contents = [[step_content(s, delimiter) for s in steps] for steps in paths]
-        return self.require_reward().last(self.question, contents)
+        reward = self.require_reward()
+        given = logprobs if role is not None and reward.reads(role) else None
+        return reward.last(self.question, contents, given)
 
     def rewards_all(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
         """The reward of every step of each solution (steps as generated)."""
@@ -544,6 +563,14 @@ def candidate(
         accepted=accepted,
         tokens=len(completion.token_ids),
     )
+
+
+def generated_logprobs(completions: Sequence[Completion]) -> list[Sequence[float]] | None:
+    """The per-token log-probabilities of each completion, or ``None`` when a backend did not
+    return one per token for every completion."""
+    if all(c.logprobs and len(c.logprobs) == len(c.token_ids) for c in completions):
+        return [c.logprobs for c in completions]
+    return None
 
 
 def sample_solutions(

@@ -38,6 +38,7 @@ from specs_core.search import (
     StepSearchOptions,
     argmax,
     candidate,
+    generated_logprobs,
     is_finished,
     source_of,
 )
@@ -106,7 +107,11 @@ class BeamSearchPolicy(SearchPolicy[BeamSearchOptions]):
                 prompts = [ctx.prompt(b.text) for b in beams]
                 groups = ctx.generate(role, prompts, ctx.step_params(o, role, i, per_beam))
                 flat = [(b, c) for b, group in enumerate(groups) for c in group]
-                rewards = ctx.rewards_last([[*beams[b].steps, c.text] for b, c in flat])
+                rewards = ctx.rewards_last(
+                    [[*beams[b].steps, c.text] for b, c in flat],
+                    role=role,
+                    logprobs=generated_logprobs([c for _, c in flat]),
+                )
                 for (b, c), r in zip(flat, rewards, strict=True):
                     if is_finished(c):
                         pool.add(beams[b].extend(c.text, r, finished=True))

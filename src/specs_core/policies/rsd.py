@@ -22,6 +22,7 @@ from specs_core.search import (
     StepSearchOptions,
     argmax,
     candidate,
+    generated_logprobs,
     is_finished,
     reject_nan,
 )
@@ -66,7 +67,11 @@ class RsdPolicy(SearchPolicy[RsdOptions]):
             for i in range(o.max_steps):
                 prompt = ctx.prompt(path.text)
                 drafts = ctx.generate("draft", [prompt], ctx.step_params(o, "draft", i, o.n))[0]
-                rewards = ctx.rewards_last([[*path.steps, c.text] for c in drafts])
+                rewards = ctx.rewards_last(
+                    [[*path.steps, c.text] for c in drafts],
+                    role="draft",
+                    logprobs=generated_logprobs(drafts),
+                )
                 best = argmax(rewards)
                 draft_records = tuple(
                     candidate(c, StepSource.DRAFT, reward=r, accepted=r >= o.delta)
@@ -91,7 +96,11 @@ class RsdPolicy(SearchPolicy[RsdOptions]):
                     target_rewards: list[float | None]
                     if o.n > 1:
                         target_rewards = list(
-                            ctx.rewards_last([[*path.steps, c.text] for c in targets])
+                            ctx.rewards_last(
+                                [[*path.steps, c.text] for c in targets],
+                                role="target",
+                                logprobs=generated_logprobs(targets),
+                            )
                         )
                         pick = argmax([r for r in target_rewards if r is not None])
                     else:

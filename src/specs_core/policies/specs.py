@@ -61,6 +61,7 @@ from specs_core.search import (
     StepSearchOptions,
     argmax,
     first_of_each_text,
+    generated_logprobs,
     is_finished,
     reject_nan,
 )
@@ -205,6 +206,11 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         """Target log-probs, rewards (and draft log-probs) of the drafts, run concurrently."""
         prompts = [prompt] * len(texts)
         paths = [[*path.steps, t] for t in texts]
+        if ctx.reward_reads("target"):  # the reward comes from the target's scores: no model call
+            drafted = ctx.score("draft", prompts, texts) if score_draft else None
+            target_lp = ctx.score("target", prompts, texts)
+            lps = [t.logprobs for t in target_lp]
+            return target_lp, ctx.rewards_last(paths, role="target", logprobs=lps), drafted
         parallel = ctx.model("target").capabilities.concurrent
         if not parallel:
             drafted = ctx.score("draft", prompts, texts) if score_draft else None
@@ -341,7 +347,11 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         else:
             params = ctx.step_params(o, "target", step, o.n)
             completions = ctx.generate("target", [prompt], params)[0]
-        rewards = ctx.rewards_last([[*path.steps, c.text] for c in completions])
+        rewards = ctx.rewards_last(
+            [[*path.steps, c.text] for c in completions],
+            role="target",
+            logprobs=generated_logprobs(completions),
+        )
         finished = [is_finished(c) for c in completions]
         distinct = self._distinct([c.text for c in completions])
         eligible = self._eligible(distinct, finished, distinct)
