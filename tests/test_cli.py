@@ -129,3 +129,16 @@ def test_human_output_keeps_latex_brackets_of_the_solution(
     monkeypatch.setattr(cli, "_print_result", spy)
     assert run(["solve", QUESTION, "--config", TOY]) == 0
     assert r"\[ 48 + 24 = 72 \]" in capsys.readouterr().out
+
+
+def test_solve_warns_when_specs_never_drafted_because_no_reward_passed_tau_sw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["solve", QUESTION, "--config", TOY, "--set", "policy.tau_sw=0.9999"]) == 0
+    err = capsys.readouterr().err
+    assert "SPECS never drafted: no reward passed tau_sw=0.9999" in err
+    assert "specs calibrate" in err
+    assert run(["solve", QUESTION, "--config", TOY, "--set", "policy.tau_sw=0.3"]) == 0
+    assert "never drafted" not in capsys.readouterr().err
+    assert run(["solve", QUESTION, "--config", TOY, "--policy", "beam_search"]) == 0
+    assert "never drafted" not in capsys.readouterr().err

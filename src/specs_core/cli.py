@@ -161,6 +161,25 @@ def solve(
         typer.echo(json.dumps(data, indent=2, allow_nan=False))
     else:
         _print_result(Console(highlight=False), result)
+    warning = never_drafted(result)
+    if warning:
+        _stderr().print(f"[yellow]warning: {escape(warning)}[/yellow]")
+
+
+def never_drafted(result: SearchResult) -> str | None:
+    """Why a SPECS search never left target mode, when no reward passed ``tau_sw`` on a search
+    of two or more target steps (``None`` otherwise)."""
+    extra = result.extra
+    if "tau_sw" not in extra or result.switches or result.target_steps < 2:
+        return None
+    best, tau_sw = extra.get("best_target_reward"), extra["tau_sw"]
+    if not isinstance(best, int | float) or not isinstance(tau_sw, int | float) or best > tau_sw:
+        return None
+    return (
+        f"SPECS never drafted: no reward passed tau_sw={tau_sw:g} (the best was {best:.3f}), "
+        "so the target wrote every step. Fit the thresholds to this reward model with "
+        "`specs calibrate`, or set policy.tau_sw lower."
+    )
 
 
 def build_app(registry: Registry | None = None) -> typer.Typer:

@@ -71,6 +71,11 @@ class SpecsConfig(BaseModel):
     target: ModelConfig | str | None = None
     reward: NamedConfig | None = None
     policy: NamedConfig = NamedConfig(name="specs")
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="how the policy's thresholds were fitted (written by specs calibrate; "
+        "a record, it changes nothing)",
+    )
 
     @field_validator("draft", "target", mode="before")
     @classmethod

@@ -162,4 +162,6 @@ def resolved_data(config: SpecsConfig, registry: Registry | None = None) -> dict
         options = validate_options(config.reward.options(), reward_spec.options, "reward")
         data["reward"] = {"name": config.reward.name, **_dump(options)}
     data["policy"] = resolve_policy(config, registry=registry).data()
+    if config.calibration is not None:
+        data["calibration"] = config.calibration
     return data

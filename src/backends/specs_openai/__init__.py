@@ -1,7 +1,8 @@
 """The OpenAI-compatible backend: models behind ``/v1/completions`` (vLLM, SGLang, llama.cpp).
 
 ``import specs_openai`` needs no ``httpx``; it is imported when a model first connects. The
-HTTP plumbing and the chat templates are shared with :mod:`specs_sglang`. See
+HTTP plumbing and the chat templates come from :mod:`specs_core.backend_kit`, shared with the
+other backends. See
 ``docs/backends/openai.md``.
 """
 

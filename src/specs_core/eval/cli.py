@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from specs_core.errors import InvalidInputError
 from specs_core.eval.datasets import (
@@ -393,11 +394,76 @@ def rewards_eval(
         typer.echo(f"report: {out / 'report.md'}, plots: {out}/reliability.png, histograms.png")
 
 
+def calibrate(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="specs bench runs (with traces) made with the config's reward model."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the calibrated config here.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    switch_rate: Annotated[
+        float | None,
+        typer.Option("--switch-rate", min=0, max=1, help="tau_sw: share of target steps to pass."),
+    ] = None,
+    switch_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--switch-precision",
+            min=0,
+            max=1,
+            help="tau_sw: lowest value whose passing steps come from solved problems this often.",
+        ),
+    ] = None,
+    accept_rate: Annotated[
+        float | None,
+        typer.Option("--accept-rate", min=0, max=1, help="tau_acc: share of draft steps to pass."),
+    ] = None,
+    accept_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--accept-precision",
+            min=0,
+            max=1,
+            help="tau_acc: lowest value whose accepted steps come from solved problems this often.",
+        ),
+    ] = None,
+) -> None:
+    """Fit SPECS's tau_sw and tau_acc to the reward model's scores in traced runs."""
+    from specs_core.config import load_config
+    from specs_core.eval import calibrate as cal
+    from specs_core.resolution import resolve_policy, resolved_data
+
+    cfg = load_config(config, overrides or [])
+    resolved = resolved_data(cfg)
+    if "reward" not in resolved:
+        raise InvalidInputError("the config has no reward: section to calibrate thresholds for")
+    beta = float(resolve_policy(cfg, "specs").data().get("beta", 1.0))
+    steps = cal.read_step_values(runs, resolved["reward"], beta)
+    result = cal.calibrate(
+        steps,
+        switch_rate=switch_rate,
+        switch_precision=switch_precision,
+        accept_rate=accept_rate,
+        accept_precision=accept_precision,
+        beta=beta,
+    )
+    data = result.apply(cfg.model_dump(mode="json", exclude_none=True))
+    load_config(data)  # the written config must load
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    for line in cal.describe(result):
+        typer.echo(line)
+    typer.echo(f"config: {out}")
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Add ``bench``, ``sweep``, ``report`` and ``rewards eval`` to a typer application."""
+    """Add ``bench``, ``sweep``, ``report``, ``calibrate`` and ``rewards eval`` to a typer
+    application."""
     app.command("bench")(bench)
     app.command("sweep")(sweep)
     app.command("report")(report)
+    app.command("calibrate")(calibrate)
     rewards = typer.Typer(
         name="rewards", help="Measure reward models.", no_args_is_help=True, add_completion=False
     )

@@ -465,5 +465,15 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
                 "drafting": drafting,
                 "log_ratio": o.log_ratio,
                 "hybrid": o.hybrid,
+                "tau_sw": o.tau_sw,
+                "best_target_reward": max(
+                    (
+                        c.reward
+                        for s in ctx.steps
+                        for c in s.candidates
+                        if c.source is StepSource.TARGET and c.reward is not None
+                    ),
+                    default=None,
+                ),
             },
         )
