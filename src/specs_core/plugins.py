@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "specs_core.policies.plugin",
     "specs_core.judge",
     "specs_core.likelihood",
+    "specs_core.probe",
     "specs_core.composite",
     "specs_core.testing.plugin",
 )

@@ -33,6 +33,7 @@ __all__ = [
     "Capabilities",
     "ContinueIf",
     "Generator",
+    "HiddenStateReader",
     "LanguageModel",
     "LastStepRewardModel",
     "LogprobRewardModel",
@@ -187,6 +188,22 @@ class LastStepRewardModel(Protocol):
 
     def score_last(self, question: str, solutions: Sequence[Sequence[str]]) -> list[float]:
         """The reward in [0, 1] of the last step of each solution (steps without delimiter)."""
+        ...
+
+
+@runtime_checkable
+class HiddenStateReader(Protocol):
+    """Optional: a model that returns its final hidden states (what probe reward models read)."""
+
+    @property
+    def weights_sha256(self) -> str:
+        """The sha256 of the model's weights file, so that a probe trained on it can check it
+        reads the same model."""
+        ...
+
+    def hidden_states(self, prompts: Sequence[Prompt]) -> list[list[float]]:
+        """The final hidden state (after the last norm) at the last token of each prompt as the
+        model renders it (chat template and open partial answer)."""
         ...
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from specs_core.backend_kit.artifacts import EMBEDDED_MODELS, resolve_model_path
+from specs_core.backend_kit.artifacts import EMBEDDED_MODELS, file_sha256, resolve_model_path
 from specs_core.backend_kit.chat import ChatTemplate
 from specs_core.backend_kit.ngram import NgramTables
 from specs_core.errors import (
@@ -42,7 +42,7 @@ from specs_core.types import Completion, Prompt, SamplingParams, TokenLogprobs
 from specs_llamacpp.options import LlamaCppOptions
 
 if TYPE_CHECKING:
-    from specs_llamacpp.runtime import ContextPool, LlamaRuntime, LoadOptions
+    from specs_llamacpp.runtime import ContextPool, HiddenStates, LlamaRuntime, LoadOptions
 
 __all__ = [
     "CAPABILITIES",
@@ -101,6 +101,7 @@ class SharedModel:
     pool: ContextPool
     lock: threading.Lock = field(default_factory=threading.Lock)
     refs: int = 0
+    hidden: HiddenStates | None = None
 
     @property
     def runtime(self) -> LlamaRuntime:
@@ -148,6 +149,8 @@ def _release(shared: SharedModel) -> None:
             return
         _loaded.pop(shared.key, None)
     with shared.lock:  # let a call in flight finish before freeing
+        if shared.hidden is not None:
+            shared.hidden.close()
         shared.pool.close()
 
 
@@ -351,6 +354,48 @@ class LlamaCppModel:
                 rt.reset()
                 raise
         return [r for r in results if r is not None]
+
+    @property
+    def weights_sha256(self) -> str:
+        """The sha256 of the GGUF file (an embedded model's is verified when it is prepared;
+        another file is hashed once per process)."""
+        embedded = EMBEDDED_MODELS.get(self.options.source)
+        if embedded is not None:
+            return embedded.sha256
+        return file_sha256(self.runtime.path)
+
+    def hidden_states(self, prompts: Sequence[Prompt]) -> list[list[float]]:
+        """The final hidden state at the last token of each rendered prompt.
+
+        Prompts whose tokens extend one another (the prefixes of a solution) are read from one
+        pass over the longest.
+
+        Raises:
+            ContextOverflowError: a prompt is longer than ``n_ctx``.
+        """
+        shared = self._load()
+        from specs_llamacpp.runtime import HiddenStates
+
+        texts = [self.render(p) for p in prompts]
+        with shared.lock:
+            tokenized = [shared.runtime.tokenize(t) for t in texts]
+            if shared.hidden is None:
+                shared.hidden = HiddenStates(shared.runtime)
+            reader = shared.hidden
+            out: list[list[float] | None] = [None] * len(prompts)
+            for i in sorted(range(len(prompts)), key=lambda k: -len(tokenized[k])):
+                if out[i] is not None:
+                    continue
+                longest = tokenized[i]
+                group = [
+                    k
+                    for k in range(len(prompts))
+                    if out[k] is None and longest[: len(tokenized[k])] == tokenized[k]
+                ]
+                rows = reader.last_states(longest, [len(tokenized[k]) - 1 for k in group])
+                for k, row in zip(group, rows, strict=True):
+                    out[k] = row.tolist()
+        return [row for row in out if row is not None]
 
     def verify_proposals(
         self,

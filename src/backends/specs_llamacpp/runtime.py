@@ -403,6 +403,76 @@ class LlamaRuntime:
             self._model = None
 
 
+class HiddenStates:
+    """A context on a runtime's weights that returns the final hidden states of tokens
+    (llama.cpp's embeddings with no pooling: the output of the last norm, before the LM head).
+
+    Args:
+        runtime: the runtime whose weights it borrows (close this first).
+    """
+
+    def __init__(self, runtime: LlamaRuntime) -> None:
+        n_threads, n_ubatch, _, _ = runtime._options
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = runtime.n_ctx
+        params.n_batch = runtime.n_ctx
+        params.n_ubatch = min(runtime.n_ctx, n_ubatch)
+        params.n_seq_max = 1
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        params.no_perf = True
+        self.n_ctx = runtime.n_ctx
+        self.n_embd = int(llama_cpp.llama_model_n_embd(runtime._model))
+        self._ctx = llama_cpp.llama_init_from_model(runtime._model, params)
+        if not self._ctx:
+            raise BackendError(
+                f"llama.cpp could not create an embeddings context for {str(runtime.path)!r}"
+            )
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_ctx, 0, 1)
+
+    def last_states(self, tokens: Sequence[int], ends: Sequence[int]) -> npt.NDArray[np.float32]:
+        """The hidden states at the positions ``ends`` of one sequence, one row each.
+
+        Raises:
+            ContextOverflowError: the sequence is longer than the context.
+        """
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{len(tokens)} tokens do not fit the context of {self.n_ctx}; raise n_ctx"
+            )
+        llama_cpp.llama_memory_clear(self._memory, True)
+        batch = self._batch
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = True  # embedding mode outputs every token anyway
+        code = llama_cpp.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise BackendError(f"llama_decode failed with code {code} reading hidden states")
+        rows = np.empty((len(ends), self.n_embd), dtype=np.float32)
+        for k, end in enumerate(ends):
+            ptr = llama_cpp.llama_get_embeddings_ith(self._ctx, end)
+            if not ptr:
+                raise BackendError(f"llama.cpp returned no hidden state for position {end}")
+            rows[k] = np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
+        return rows
+
+    def close(self) -> None:
+        """Free the batch and the context. Calling it twice is harmless."""
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+
 class ContextPool:
     """Up to ``size`` contexts on one model's weights, each with its own prompt cache.
 

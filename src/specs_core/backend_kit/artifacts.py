@@ -47,6 +47,7 @@ __all__ = [
     "ModelStatus",
     "cache_dir",
     "download_from_hub",
+    "file_sha256",
     "model_status",
     "parse_hf_source",
     "prepare_embedded",
@@ -287,6 +288,18 @@ def _hash_file(path: Path, advance: Callable[[int], None]) -> str:
             digest.update(chunk)
             advance(len(chunk))
     return digest.hexdigest()
+
+
+_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, computed once per process for a given size and modification time."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = _hash_file(path, lambda _: None)
+    return _hashes[key]
 
 
 def _mismatch(model: EmbeddedModel, actual: str, where: str) -> ModelNotFoundError:

@@ -22,6 +22,7 @@ from specs_core.eval.datasets import (
     load_dataset,
     select_subset,
 )
+from specs_core.text import step_content
 
 __all__ = ["add_commands"]
 
@@ -457,6 +458,100 @@ def calibrate(
     typer.echo(f"config: {out}")
 
 
+def rewards_train(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="specs bench runs or JSONL files of labelled solutions to train on."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the probe's JSON here.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="The role whose hidden states the probe reads.")
+    ] = "target",
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    l2: Annotated[
+        str, typer.Option("--l2", help="L2 strengths to choose from by cross-validation.")
+    ] = "1,10,100,1000",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
+    ] = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Train a probe reward model on a model's hidden states at the step ends of labelled
+    solutions (each step labelled with its solution's outcome)."""
+    import numpy as np
+
+    from specs_core.config import load_config
+    from specs_core.eval import verifiers as v
+    from specs_core.eval.runner import _progress
+    from specs_core.probe import step_prompts, train_probe
+    from specs_core.protocols import HiddenStateReader
+    from specs_core.solver import Specs
+    from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT
+
+    try:
+        grid = [float(x) for x in l2.split(",") if x.strip()]
+    except ValueError as e:
+        raise InvalidInputError(f"--l2 {l2!r} must be numbers separated by commas") from e
+    if not grid or any(x <= 0 for x in grid):
+        raise InvalidInputError(f"--l2 {l2!r} must list positive numbers")
+    solutions = v.load_solutions(sources)
+    groups = v.group_by_problem(solutions)
+    if limit is not None:
+        groups = dict(list(groups.items())[:limit])
+    if not groups:
+        raise InvalidInputError("the sources hold no graded solution to train on")
+    rows: list[list[float]] = []
+    labels: list[bool] = []
+    problems: list[str] = []
+    with Specs(load_config(config, overrides or [])) as specs:
+        reader = specs.model(model)
+        if not isinstance(reader, HiddenStateReader):
+            raise InvalidInputError(
+                f"the {model} model ({reader.name}) cannot return hidden states; use llama.cpp"
+            )
+        bar = _progress(len(groups), 0, "reading hidden states", progress)
+        try:
+            for problem, group in groups.items():
+                for s in group:
+                    steps = [step_content(x) for x in s.steps]
+                    prompts = step_prompts(
+                        s.question, steps, DEFAULT_SYSTEM_PROMPT, DEFAULT_STEP_DELIMITER
+                    )
+                    rows += reader.hidden_states(prompts)
+                    labels += [s.correct] * len(steps)
+                    problems += [problem] * len(steps)
+                bar.update(1)
+        finally:
+            bar.close()
+        artifact = train_probe(
+            np.asarray(rows, dtype=np.float64),
+            labels,
+            problems,
+            l2_grid=grid,
+            model_name=reader.name,
+            model_sha256=reader.weights_sha256,
+            meta={
+                "sources": [str(p) for p in sources],
+                "problem_ids": sorted(groups),
+                "solutions": sum(len(g) for g in groups.values()),
+                "correct_solutions": sum(s.correct for g in groups.values() for s in g),
+            },
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    artifact.save(out)
+    held_out = artifact.meta["cross_validated_step_auc"]
+    for strength, value in held_out.items():
+        shown = "–" if value is None else f"{value:.3f}"
+        typer.echo(f"l2 {strength}: held-out step AUC {shown}")
+    typer.echo(
+        f"probe: {out} ({artifact.dim} features of {artifact.model_name}, l2 "
+        f"{artifact.meta['l2']}, {artifact.meta['steps']} steps of "
+        f"{artifact.meta['problems']} problems)"
+    )
+
+
 def add_commands(app: typer.Typer) -> None:
     """Add ``bench``, ``sweep``, ``report``, ``calibrate`` and ``rewards eval`` to a typer
     application."""
@@ -468,4 +563,5 @@ def add_commands(app: typer.Typer) -> None:
         name="rewards", help="Measure reward models.", no_args_is_help=True, add_completion=False
     )
     rewards.command("eval")(rewards_eval)
+    rewards.command("train")(rewards_train)
     app.add_typer(rewards)
