@@ -44,9 +44,10 @@ def main() -> None:
     with args.out.open("w", encoding="utf-8") as f:
         for pid in sorted(chosen, key=lambda x: by_id[x]):
             f.write(json.dumps(rows[by_id[pid]], ensure_ascii=False) + "\n")
-    print(f"{len(chosen)} problems (excluded {len(excluded)}): ids " + " ".join(
-        sorted(chosen, key=lambda x: by_id[x])
-    ))
+    print(
+        f"{len(chosen)} problems (excluded {len(excluded)}): ids "
+        + " ".join(sorted(chosen, key=lambda x: by_id[x]))
+    )
 
 
 if __name__ == "__main__":
