@@ -39,6 +39,7 @@ CANDIDATE_KEYS = {
     "accepted",
     "draft_prefix_tokens",
     "duplicate",
+    "tokens",
 }
 
 
@@ -82,6 +83,7 @@ def test_invoke_in_a_chain_reports_start_steps_result_end(runnable):
         for c in drafts:
             assert set(c) == CANDIDATE_KEYS and c["accepted"] is False
             assert None not in (c["draft_logprob"], c["target_logprob"], c["reward"], c["score"])
+            assert c["tokens"] > 0
             assert c["score"] == pytest.approx(
                 c["target_logprob"] - c["draft_logprob"] + 10.0 * c["reward"]
             )
