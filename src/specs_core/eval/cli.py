@@ -92,6 +92,10 @@ UntilOption = Annotated[
         help="Stop once the run holds N problems, counting those solved before.",
     ),
 ]
+FirstProblemsOption = Annotated[
+    int | None,
+    typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
+]
 WarmupOption = Annotated[
     bool,
     typer.Option(
@@ -301,10 +305,7 @@ def rewards_eval(
     aggregation: Annotated[
         str, typer.Option("--aggregation", help="How step rewards make a solution's score.")
     ] = "last",
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
-    ] = None,
+    limit: FirstProblemsOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -335,10 +336,7 @@ def rewards_eval(
     except ValueError as e:
         allowed = ", ".join(a.value for a in Aggregation)
         raise InvalidInputError(f"--aggregation {aggregation!r}: use one of {allowed}") from e
-    solutions = v.load_solutions(sources)
-    if limit is not None:
-        keep = list(v.group_by_problem(solutions))[:limit]
-        solutions = [s for s in solutions if s.problem in set(keep)]
+    solutions = v.first_problems(v.load_solutions(sources), limit)
     if not solutions:
         raise InvalidInputError("the sources hold no graded solution to evaluate")
     labels = list(reward or [])
@@ -472,10 +470,7 @@ def rewards_train(
     l2: Annotated[
         str, typer.Option("--l2", help="L2 strengths to choose from by cross-validation.")
     ] = "1,10,100,1000",
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
-    ] = None,
+    limit: FirstProblemsOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Train a probe reward model on a model's hidden states at the step ends of labelled
@@ -496,10 +491,7 @@ def rewards_train(
         raise InvalidInputError(f"--l2 {l2!r} must be numbers separated by commas") from e
     if not grid or any(x <= 0 for x in grid):
         raise InvalidInputError(f"--l2 {l2!r} must list positive numbers")
-    solutions = v.load_solutions(sources)
-    groups = v.group_by_problem(solutions)
-    if limit is not None:
-        groups = dict(list(groups.items())[:limit])
+    groups = v.group_by_problem(v.first_problems(v.load_solutions(sources), limit))
     if not groups:
         raise InvalidInputError("the sources hold no graded solution to train on")
     rows: list[list[float]] = []

@@ -46,6 +46,7 @@ __all__ = [
     "ScoreCache",
     "VerifierReport",
     "evaluate",
+    "first_problems",
     "fit_platt",
     "load_solutions",
     "score_solutions",
@@ -221,6 +222,16 @@ def group_by_problem(solutions: Iterable[LabelledSolution]) -> dict[str, list[La
     for s in solutions:
         groups.setdefault(s.problem, []).append(s)
     return groups
+
+
+def first_problems(
+    solutions: Sequence[LabelledSolution], limit: int | None
+) -> list[LabelledSolution]:
+    """The solutions of the first ``limit`` problems, in input order (all with ``None``)."""
+    if limit is None:
+        return list(solutions)
+    keep = set(list(group_by_problem(solutions))[:limit])
+    return [s for s in solutions if s.problem in keep]
 
 
 # -- scoring ------------------------------------------------------------------------------------
