@@ -16,12 +16,14 @@ log-probabilities are the very ones the target would give it while searching. Th
 scored prefixes are remembered, so scoring a partial solution one step longer evaluates only the
 new step.
 
+A step is scored as it was written (:func:`~specs_core.text.as_generated`): followed by the
+step delimiter, unless it states the final answer. Without the delimiter, a tokenizer that merges
+it into the step's last characters would score a last token the model never wrote.
+
 Inside a search the reward is free: the model implements
 :class:`~specs_core.protocols.LogprobRewardModel`, and a policy that holds the target's
-log-probabilities of a step (its generation of the step, or its scoring of a draft) passes them
-instead of having the step scored again. Those cover the step's tokens as generated (its
-delimiter included), where standalone scoring reads the step without its delimiter, so the two
-differ slightly.
+log-probabilities of a step (its generation of the step, or its scoring of a draft, both of the
+step as written) passes them instead of having the step scored again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from specs_core.hookspecs import hookimpl
 from specs_core.protocols import ModelResolver, Scorer
 from specs_core.rewards import TokenTally
-from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT
+from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT, as_generated
 from specs_core.types import Prompt
 
 __all__ = ["LikelihoodOptions", "LikelihoodRewardModel"]
@@ -136,7 +138,7 @@ class LikelihoodRewardModel:
                 if key not in todo and self._remembered(key) is None:
                     partial = "".join(s + delimiter for s in steps[:j])
                     prompt = Prompt(question, partial, self.options.system)
-                    todo[key] = (prompt, steps[j])
+                    todo[key] = (prompt, as_generated(steps[j], delimiter))
         if todo:
             keys = list(todo)
             scored = self.scorer.logprobs([todo[k][0] for k in keys], [todo[k][1] for k in keys])

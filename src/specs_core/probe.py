@@ -2,11 +2,12 @@
 
 The reward of a partial solution is ``sigmoid(w . (h - mean) / scale + b)``, where ``h`` is the
 final hidden state (after the last norm) that the reading model computes at the last token of
-the newest step, with the question and the earlier steps before it, rendered as the policies
-render them for generation. ``w``, ``b`` and the normalisation come from a small JSON artifact
-trained by ``specs rewards train`` on solutions labelled right or wrong (each step labelled with
-its solution's outcome). The artifact records the sha256 of the weights file it was trained on;
-a probe refuses to read another model's hidden states (they would mean nothing to it).
+the newest step as written (its delimiter included), with the question and the earlier steps
+before it, rendered as the policies render them for generation. ``w``, ``b`` and the
+normalisation come from a small JSON artifact trained by ``specs rewards train`` on solutions
+labelled right or wrong (each step labelled with its solution's outcome). The artifact records
+the sha256 of the weights file it was trained on; a probe refuses to read another model's hidden
+states (they would mean nothing to it).
 
 Needs a backend that implements :class:`~specs_core.protocols.HiddenStateReader` (llama.cpp)
 and numpy.
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from specs_core.errors import CapabilityError, ConfigError, InvalidInputError
 from specs_core.hookspecs import hookimpl
 from specs_core.protocols import HiddenStateReader, ModelResolver
-from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT
+from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT, as_generated
 from specs_core.types import Prompt
 
 if TYPE_CHECKING:
@@ -159,11 +160,12 @@ class ProbeArtifact:
 def step_prompts(
     question: str, steps: Sequence[str], system: str | None, delimiter: str
 ) -> list[Prompt]:
-    """The prompt ending with each step: the question, then the steps up to it joined by the
-    delimiter, as the policies render a partial solution."""
+    """The prompt ending with each step: the question, then the steps up to it as they were
+    written (:func:`~specs_core.text.as_generated`: each followed by the delimiter, the one
+    stating the final answer by nothing), as the policies render a partial solution."""
     prompts = []
     for j in range(len(steps)):
-        partial = "".join(s + delimiter for s in steps[:j]) + steps[j]
+        partial = "".join(as_generated(s, delimiter) for s in steps[: j + 1])
         prompts.append(Prompt(question, partial, system))
     return prompts
 

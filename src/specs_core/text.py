@@ -7,9 +7,11 @@ import re
 __all__ = [
     "DEFAULT_STEP_DELIMITER",
     "DEFAULT_SYSTEM_PROMPT",
+    "as_generated",
     "extract_answer",
     "extract_boxed",
     "split_steps",
+    "states_final_answer",
     "step_content",
 ]
 
@@ -26,6 +28,23 @@ def step_content(step: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
     if delimiter and step.endswith(delimiter):
         step = step[: -len(delimiter)]
     return step.strip()
+
+
+def states_final_answer(step: str) -> bool:
+    r"""Whether a step states the final answer (a ``\boxed{}`` or a GSM8K ``#### N`` line): the
+    step a model ends with its end token rather than the step delimiter."""
+    return extract_boxed(step) is not None or re.search(r"^####\s*\S", step, re.M) is not None
+
+
+def as_generated(step: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
+    r"""A step's content as a model wrote it: followed by the delimiter, unless it states the
+    final answer (then the end token followed it).
+
+    Scoring a step without the delimiter it was written with misreads its last token: a
+    tokenizer that merges the delimiter into the preceding text (Qwen writes ``.\n\n`` as one
+    token) gives the bare ``.`` a log-probability the model never sampled, often below -9.
+    """
+    return step if states_final_answer(step) else step + delimiter
 
 
 def split_steps(text: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> list[str]:
