@@ -108,14 +108,18 @@ def test_rewards_train_reads_a_real_models_hidden_states_and_the_probe_ranks_sol
     app = typer.Typer()
     add_commands(app)
     out = tmp_path / "probe.json"
+    held_out = tmp_path / "evaluation.jsonl"  # problems 12 and 13 belong to an evaluation set
+    held_out.write_text("".join(x + "\n" for x in labelled.read_text().splitlines()[24:]))
     args = ["rewards", "train", str(labelled), "-c", str(SMOLLM2), "-o", str(out)]
+    args += ["--exclude", str(held_out)]
     result = CliRunner().invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "held-out step AUC" in result.stdout
     probe = ProbeArtifact.load(out)
     assert probe.model_name == "smollm2-135m" and probe.dim == 576
     assert probe.model_sha256.startswith("b179c9523d0e")  # the embedded SmolLM2's sha256
-    assert probe.meta["problem_ids"] == sorted(str(i) for i in range(14))
+    assert probe.meta["problem_ids"] == sorted(str(i) for i in range(12))
+    assert probe.meta["excluded"] == [str(held_out)]
     assert max(v for v in probe.meta["cross_validated_step_auc"].values() if v) > 0.8
     # as a reward model on the same configuration: one reward per step, right above wrong
     with Specs.from_config(SMOLLM2) as specs:

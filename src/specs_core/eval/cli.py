@@ -471,6 +471,15 @@ def rewards_train(
         str, typer.Option("--l2", help="L2 strengths to choose from by cross-validation.")
     ] = "1,10,100,1000",
     limit: FirstProblemsOption = None,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--exclude",
+            "-x",
+            help="Leave out the problems of these runs or files (the evaluation sets), so that "
+            "training stays disjoint from them. Repeatable.",
+        ),
+    ] = None,
     progress: ProgressOption = True,
 ) -> None:
     """Train a probe reward model on a model's hidden states at the step ends of labelled
@@ -491,7 +500,9 @@ def rewards_train(
         raise InvalidInputError(f"--l2 {l2!r} must be numbers separated by commas") from e
     if not grid or any(x <= 0 for x in grid):
         raise InvalidInputError(f"--l2 {l2!r} must list positive numbers")
-    groups = v.group_by_problem(v.first_problems(v.load_solutions(sources), limit))
+    held_out = {s.problem for s in v.load_solutions(exclude or [])}
+    solutions = [s for s in v.load_solutions(sources) if s.problem not in held_out]
+    groups = v.group_by_problem(v.first_problems(solutions, limit))
     if not groups:
         raise InvalidInputError("the sources hold no graded solution to train on")
     rows: list[list[float]] = []
@@ -527,14 +538,14 @@ def rewards_train(
             meta={
                 "sources": [str(p) for p in sources],
                 "problem_ids": sorted(groups),
+                "excluded": [str(p) for p in exclude or []],
                 "solutions": sum(len(g) for g in groups.values()),
                 "correct_solutions": sum(s.correct for g in groups.values() for s in g),
             },
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     artifact.save(out)
-    held_out = artifact.meta["cross_validated_step_auc"]
-    for strength, value in held_out.items():
+    for strength, value in artifact.meta["cross_validated_step_auc"].items():
         shown = "–" if value is None else f"{value:.3f}"
         typer.echo(f"l2 {strength}: held-out step AUC {shown}")
     typer.echo(
