@@ -5,17 +5,18 @@
 #      judge's recorded scores: `specs rewards eval`;
 #   2. on training problems disjoint from every evaluation subset (benchmarks/split.py), target
 #      beam search and SPECS drafting every step, both with the likelihood reward on the target,
-#      traced; then `specs calibrate` fits tau_sw and tau_acc to them.
+#      traced; then `specs calibrate` fits tau_sw and tau_acc to them (the default
+#      configuration's thresholds: 80% of target steps switch, 60% of drafted steps pass).
 #
 #   bash benchmarks/verifiers.sh [OUT] [TRAIN] [SLICE]
 #
-# Defaults: OUT=benchmarks/results/verifiers, TRAIN=30 problems, SLICE=10. Every step resumes:
-# run the script again after a stop and it goes on where it was.
+# Defaults: OUT=benchmarks/results/verifiers, TRAIN=10 (the first 10 of the 30 problems written),
+# SLICE=5. Every step resumes: run the script again after a stop and it goes on where it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/verifiers}
-TRAIN=${2:-30}
-SLICE=${3:-10}
+TRAIN=${2:-10}
+SLICE=${3:-5}
 SPECS=${SPECS:-.venv/bin/specs}
 PYTHON=${PYTHON:-.venv/bin/python}
 HEADLINE=benchmarks/results/headline/gsm8k
@@ -26,7 +27,7 @@ LIKELIHOOD=(--set reward.name=likelihood --set reward.model=target)
   -r likelihood -r likelihood:model=draft --out "$OUT/gsm8k-headline" --fit --no-progress
 
 # 2. training problems: not in the seed-0 100-problem GSM8K subset (ids printed and kept)
-"$PYTHON" benchmarks/split.py "$OUT/gsm8k_train.jsonl" --size "$TRAIN" --seed 1 \
+"$PYTHON" benchmarks/split.py "$OUT/gsm8k_train.jsonl" --size 30 --seed 1 \
   --exclude-limit 100 --exclude-seed 0 | tee "$OUT/gsm8k_train.ids"
 common=(--dataset gsm8k --data-file "$OUT/gsm8k_train.jsonl" --set policy.n=4 "${LIKELIHOOD[@]}"
         --no-progress)
@@ -37,3 +38,5 @@ for ((count = SLICE; count < TRAIN + SLICE; count += SLICE)); do
     --out "$OUT/train/specs_forced" --until "$count"
 done
 "$SPECS" report "$OUT/train/beam_search" "$OUT/train/specs_forced" --out "$OUT/train/report.md"
+"$SPECS" calibrate "$OUT/train/beam_search" "$OUT/train/specs_forced" "${LIKELIHOOD[@]}" \
+  --switch-rate 0.8 --accept-rate 0.6 -o "$OUT/calibrated.yaml"

@@ -96,4 +96,4 @@ def test_default_config_is_specs_on_embedded_models() -> None:
     assert cfg.policy.name == "specs"
     assert cfg.target is not None and not isinstance(cfg.target, str)
     assert cfg.target.backend == "llamacpp"
-    assert cfg.reward is not None and cfg.reward.name == "judge"
+    assert cfg.reward is not None and cfg.reward.name == "likelihood"
