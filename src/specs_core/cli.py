@@ -214,9 +214,10 @@ def run(argv: list[str] | None = None) -> int:
     )
     try:
         command = typer.main.get_command(build_app())
-        command.main(args=args, prog_name="specs", standalone_mode=False)
+        # Outside standalone mode typer turns Ctrl-C (and any typer.Exit) into a returned code.
+        code = command.main(args=args, prog_name="specs", standalone_mode=False)
     except typer.Exit as e:
-        return int(e.exit_code)
+        code = e.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
@@ -242,7 +243,11 @@ def run(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    if not isinstance(code, int) or isinstance(code, bool):
+        return 0  # a command's own return value, not an exit code
+    if code == 130:
+        typer.echo("interrupted", err=True)
+    return code
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -165,8 +167,31 @@ def bench(
         max_problems=max_problems,
         until=until,
     )
-    summary = run_one(resolved, spec, out, run)
+    with _say_what_is_saved(out):
+        summary = run_one(resolved, spec, out, run)
     typer.echo(_summary_line(summary, out))
+
+
+def _saved_rows(out: Path) -> int:
+    """Rows of the runs under ``out`` (a run directory or a sweep directory)."""
+    from specs_core.eval.results import ResultsLog
+
+    files = [out / "results.jsonl", *sorted(out.glob("*/results.jsonl"))]
+    return sum(len(ResultsLog(f).load(repair=False)) for f in files if f.is_file())
+
+
+@contextmanager
+def _say_what_is_saved(out: Path) -> Iterator[None]:
+    """On Ctrl-C, tell what is saved before the command exits 130 (``specs_core.cli.run``)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            saved = f"{_saved_rows(out)} finished problems are saved"
+        except Exception:  # the message must not hide the interrupt
+            saved = "the finished problems are saved"
+        typer.echo(f"{saved} in {out}; run the same command again to resume", err=True)
+        raise
 
 
 def _summary_line(summary: dict[str, Any], out: Path) -> str:
@@ -219,17 +244,18 @@ def sweep(
         max_problems=max_problems,
         until=until,
     )
-    dirs = run_sweep(
-        resolved,
-        param,
-        parse_values(values),
-        name,
-        problems,
-        out,
-        limit=limit,
-        sample_seed=sample_seed,
-        run=run,
-    )
+    with _say_what_is_saved(out):
+        dirs = run_sweep(
+            resolved,
+            param,
+            parse_values(values),
+            name,
+            problems,
+            out,
+            limit=limit,
+            sample_seed=sample_seed,
+            run=run,
+        )
     typer.echo(f"{len(dirs)} runs; report: {out / 'report.md'}, plots: {out / 'plots'}")
 
 
