@@ -84,3 +84,69 @@ def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     ids = [row["id"] for row in _rows(out / "results.jsonl")]
     assert len(ids) == saved + 1 == len(set(ids))
+
+
+def _bench_cmd(out: Path, limit: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "specs_core",
+        "bench",
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        str(limit),
+        "--config",
+        TOY,
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_a_second_bench_on_the_same_out_is_refused_and_rows_stay_unique(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        _bench_cmd(out, 4, "--set", "target.ms_per_token=20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(
+        _bench_cmd(out, 4, "--set", "target.ms_per_token=20"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert "is being written by another specs bench or sweep process" in second.stderr
+    ids = [row["id"] for row in _rows(out / "results.jsonl")]
+    assert len(ids) == 4 == len(set(ids))
+    again = subprocess.run(
+        _bench_cmd(out, 4, "--set", "target.ms_per_token=20"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0 and "4/4 done" in again.stdout  # the lock went with the process
+
+
+def test_bench_neither_overwrites_nor_deletes_a_users_config_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = out / "config.yaml"
+    mine.write_text("# my own notes\npolicy: {name: specs}\n")
+    args = ["bench", "--dataset", "gsm8k", "--limit", "1", "-c", TOY, "--no-progress"]
+    for extra in ([], ["--force"]):
+        assert run([*args, "--out", str(out), *extra]) == 2
+        assert "holds a config.yaml that no specs bench run wrote" in capsys.readouterr().err
+        assert mine.read_text() == "# my own notes\npolicy: {name: specs}\n"
+    assert not (out / "results.jsonl").exists()

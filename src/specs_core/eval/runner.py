@@ -7,11 +7,14 @@ A run lives in one directory:
 - ``results.jsonl``: one row per problem, appended and flushed as each finishes;
 - ``traces.jsonl.gz``: every candidate of every step of each problem's search, written just
   before its row (see :func:`specs_core.eval.results.trace_record`);
-- ``summary.json``: the figures of :func:`specs_core.eval.results.summarize`.
+- ``summary.json``: the figures of :func:`specs_core.eval.results.summarize`;
+- ``run.lock``: held (an OS file lock) by the one process writing the run; a second writer is
+  refused instead of solving every problem again beside it.
 
 Starting a run in a directory that already holds one resumes it: problems already in
 ``results.jsonl`` are skipped, a torn last line from a killed run is dropped, and a different
 configuration or subset (a different fingerprint) is refused unless ``force`` starts over.
+A ``config.yaml`` that no run wrote (no ``run.json`` beside it) is never overwritten nor deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +82,7 @@ TRACES_FILE = "traces.jsonl.gz"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
 
 
 class Solver(Protocol):
@@ -150,10 +155,45 @@ def _run_meta(spec: BenchSpec, fp: str) -> dict[str, Any]:
     }
 
 
-def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
-    """Create or check the run directory; with ``force`` clear a previous run."""
+def _lock(handle: Any) -> None:
+    """Take an exclusive, non-blocking lock on an open file (released when it is closed)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this process; the OS releases the lock if the process dies.
+
+    Raises:
+        InvalidInputError: another process is writing the run.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+b") as handle:
+        try:
+            _lock(handle)
+        except OSError:
+            raise InvalidInputError(
+                f"{out} is being written by another specs bench or sweep process; wait for it "
+                "to finish (then run again to resume), or use another --out"
+            ) from None
+        yield
+
+
+def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
+    """Check the run directory; with ``force`` clear a previous run."""
     run_file = out / RUN_FILE
+    if not run_file.exists() and (out / CONFIG_FILE).exists():
+        raise ConfigError(
+            f"{out} holds a config.yaml that no specs bench run wrote (no run.json beside it); "
+            "use another --out directory so that it is not overwritten"
+        )
     if force:
         for name in (RESULTS_FILE, TRACES_FILE, SUMMARY_FILE, RUN_FILE, CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
@@ -237,11 +277,30 @@ def run_bench(
         The summary (also written to ``out/summary.json``).
 
     Raises:
-        ConfigError: ``out`` holds a different run (use another directory or ``force``).
+        ConfigError: ``out`` holds a different run (use another directory or ``force``), or a
+            ``config.yaml`` no run wrote.
+        InvalidInputError: another process is writing the run in ``out``.
         SpecsError: a configuration, plugin or model error (see :data:`FATAL_ERRORS`) stops the
             run; problems already finished stay recorded.
     """
     out = Path(out)
+    with _exclusive(out):
+        return _run_bench(
+            solver, spec, out, force, retry_errors, progress, warmup, max_problems, until
+        )
+
+
+def _run_bench(
+    solver: Solver,
+    spec: BenchSpec,
+    out: Path,
+    force: bool,
+    retry_errors: bool,
+    progress: bool,
+    warmup: bool,
+    max_problems: int | None,
+    until: int | None,
+) -> dict[str, Any]:
     fp = fingerprint(spec)
     _prepare(out, spec, fp, force)
     results = ResultsLog(out / RESULTS_FILE)
