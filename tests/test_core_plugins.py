@@ -135,3 +135,63 @@ def test_env_variable_limits_entry_point_plugins(monkeypatch: pytest.MonkeyPatch
     if all_plugins:
         first = all_plugins[0]
         assert build_registry(builtins=(), env={LOAD_PLUGINS_ENV: first}).plugins == [first]
+
+
+def test_a_plugin_calling_sys_exit_is_reported_and_the_others_still_load(tmp_path: Any) -> None:
+    import sys
+
+    (tmp_path / "exiting_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        registry = build_registry(
+            builtins=("exiting_plugin", "specs_core.policies.plugin"), entry_points=False
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+    (failure,) = registry.failures
+    assert failure.plugin == "exiting_plugin" and "sys.exit(3)" in failure.message
+    assert "specs" in registry.policies
+
+
+def test_a_hook_calling_sys_exit_is_reported() -> None:
+    def leave(register: Any) -> None:
+        raise SystemExit(4)
+
+    registry = build_registry(
+        builtins=(), entry_points=False, extra_plugins=[_plugin("leaver", register_backends=leave)]
+    )
+    (failure,) = registry.failures
+    assert failure.plugin == "leaver" and "sys.exit(4)" in failure.message
+
+
+def test_a_hook_that_fails_half_way_leaves_nothing_registered() -> None:
+    def one_good_one_duplicate(register: Any) -> None:
+        register("mine", _backend_factory)
+        register("taken", _backend_factory)
+
+    registry = build_registry(
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[
+            _plugin(
+                "owner", register_backends=lambda register: register("taken", _backend_factory)
+            ),
+            _plugin("half", register_backends=one_good_one_duplicate),
+        ],
+    )
+    assert "mine" not in registry.backends
+    assert registry.backend("taken").plugin == "owner"
+    (failure,) = registry.failures
+    assert failure.plugin == "half"
+
+
+def test_a_misspelled_hook_is_reported_not_ignored() -> None:
+    registry = build_registry(
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[_plugin("typo", register_backend=lambda register: None)],
+    )
+    assert "typo" not in registry.plugins
+    (failure,) = registry.failures
+    assert failure.plugin == "typo"
+    assert "register_backend" in failure.message and "register_backends" in failure.message

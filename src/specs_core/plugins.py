@@ -164,8 +164,8 @@ class Registry:
         for plugin, function in self.command_hooks:
             try:
                 function(cli=cli)
-            except Exception as e:
-                message = f"register_commands failed: {e}"
+            except (Exception, SystemExit) as e:
+                message = f"register_commands failed: {_why(e)}"
                 self.failures.append(PluginFailure(plugin, message))
                 log.warning("plugin %r skipped: %s", plugin, message)
 
@@ -214,6 +214,13 @@ class _Collector:
     def __init__(self, registry: Registry, plugin: str) -> None:
         self.registry = registry
         self.plugin = plugin
+        self._added: list[tuple[dict[str, Any], str]] = []
+
+    def withdraw(self) -> None:
+        """Remove everything registered through this collector."""
+        for table, name in self._added:
+            table.pop(name, None)
+        self._added.clear()
 
     def _add(self, table: dict[str, Any], kind: str, spec: _Spec) -> None:
         existing = table.get(spec.name)
@@ -225,6 +232,7 @@ class _Collector:
         if not callable(spec.factory):
             raise PluginError(f"{kind} {spec.name!r}: factory {spec.factory!r} is not callable")
         table[spec.name] = spec
+        self._added.append((table, spec.name))
 
     def _engine_component(
         self,
@@ -302,6 +310,12 @@ class _Collector:
         self._add(self.registry.policies, "policy", spec)
 
 
+def _why(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r})"
+    return str(error)
+
+
 def _call(function: Callable[..., Any], argnames: Iterable[str], **kwargs: Any) -> Any:
     """Call a hook implementation with the hook arguments it declares (hooks grow by adding
     arguments, as in pluggy)."""
@@ -345,19 +359,27 @@ def build_registry(
         except Exception as e:
             registry.failures.append(PluginFailure(name, f"cannot be registered: {e}"))
             return
+        unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or () if not c.has_spec())
+        if unknown:  # a misspelled hook would otherwise be ignored without a word
+            pm.unregister(plugin)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+            registry.failures.append(
+                PluginFailure(name, f"implements unknown hooks {unknown}; the hooks are {known}")
+            )
+            return
         registry.plugins.append(name)
 
     for module_name in builtins:
         try:
             add(importlib.import_module(module_name), module_name)
-        except Exception as e:
-            registry.failures.append(PluginFailure(module_name, f"failed to import: {e}"))
+        except (Exception, SystemExit) as e:
+            registry.failures.append(PluginFailure(module_name, f"failed to import: {_why(e)}"))
     if entry_points:
         for ep in _entry_point_plugins(env):
             try:
                 add(ep.load(), ep.name)
-            except Exception as e:
-                registry.failures.append(PluginFailure(ep.name, f"failed to import: {e}"))
+            except (Exception, SystemExit) as e:
+                registry.failures.append(PluginFailure(ep.name, f"failed to import: {_why(e)}"))
     for i, obj in enumerate(extra_plugins):
         add(obj, getattr(obj, "__name__", f"plugin-{i}"))
 
@@ -371,8 +393,9 @@ def build_registry(
             collector = _Collector(registry, impl.plugin_name)
             try:
                 _call(impl.function, impl.argnames, register=getattr(collector, method))
-            except Exception as e:
-                message = f"{hook_name} failed: {e}"
+            except (Exception, SystemExit) as e:
+                collector.withdraw()  # nothing of a failed hook stays half registered
+                message = f"{hook_name} failed: {_why(e)}"
                 registry.failures.append(PluginFailure(impl.plugin_name, message))
                 log.warning("plugin %r skipped: %s", impl.plugin_name, message)
     registry.command_hooks = [
