@@ -150,3 +150,20 @@ def test_bench_neither_overwrites_nor_deletes_a_users_config_yaml(
         assert "holds a config.yaml that no specs bench run wrote" in capsys.readouterr().err
         assert mine.read_text() == "# my own notes\npolicy: {name: specs}\n"
     assert not (out / "results.jsonl").exists()
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from specs_core import __version__
+
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"specs {__version__}"
+
+
+def test_solve_dash_reads_the_question_from_stdin() -> None:
+    cmd = [sys.executable, "-m", "specs_core", "solve", "-", "--config", TOY, "--json"]
+    done = subprocess.run(cmd, input=b"What is 2 + 3?\n", capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["question"] == "What is 2 + 3?"
+    bad = subprocess.run(cmd, input=b"\xff\xfe 2 + 3", capture_output=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.decode().startswith("error: the question on standard input is not UTF-8")

@@ -43,7 +43,22 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _root() -> None:
+def _print_version(value: bool) -> None:
+    if value:
+        from specs_core import __version__
+
+        typer.echo(f"specs {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Latency-aware test-time scaling: draft steps, verify with a target and a reward model."""
 
 
@@ -139,7 +154,9 @@ def _print_result(console: Console, result: SearchResult) -> None:
 
 
 def solve(
-    question: Annotated[str, typer.Argument(help="The question to solve.")],
+    question: Annotated[
+        str, typer.Argument(help="The question to solve; - reads it from standard input.")
+    ],
     config: ConfigOption = None,
     policy: Annotated[
         str | None, typer.Option("--policy", "-p", help="A registered policy name.")
@@ -150,6 +167,8 @@ def solve(
     ] = False,
 ) -> None:
     """Solve one question and print the answer, latency per phase and the draft's share."""
+    if question == "-":
+        question = _read_stdin()
     if not question.strip():
         raise InvalidInputError("the question is empty; pass the problem text to solve")
     with Specs(resolve_config(config, policy, overrides or [])) as specs:
@@ -164,6 +183,17 @@ def solve(
     warning = never_drafted(result)
     if warning:
         _stderr().print(f"[yellow]warning: {escape(warning)}[/yellow]")
+
+
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"the question on standard input is not UTF-8 (byte {e.start}); convert it first, "
+            "e.g. iconv -t UTF-8"
+        ) from None
 
 
 def never_drafted(result: SearchResult) -> str | None:
