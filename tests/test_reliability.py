@@ -167,3 +167,57 @@ def test_solve_dash_reads_the_question_from_stdin() -> None:
     bad = subprocess.run(cmd, input=b"\xff\xfe 2 + 3", capture_output=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.decode().startswith("error: the question on standard input is not UTF-8")
+
+
+def _bomb(levels: int) -> str:
+    """A YAML alias bomb: ``9 ** levels`` values from a few hundred bytes."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "text", [_bomb(9), _bomb(5), "draft: &a [*a]\n"], ids=["9^9", "9^5", "self-reference"]
+)
+def test_yaml_alias_bombs_are_refused_at_once(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bomb.yaml"
+    config.write_text(text)
+    start = time.monotonic()
+    assert run(["solve", "What is 2 + 3?", "--config", str(config)]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert "through YAML aliases" in err and len(err) < 500
+    assert run(["solve", "What is 2 + 3?", "-c", TOY, "--set", f"policy.n={_bomb(9)}"]) == 2
+    assert "--set policy.n expands to more than" in capsys.readouterr().err
+
+
+def test_yaml_anchors_within_reason_still_work(tmp_path: Path) -> None:
+    config = tmp_path / "anchors.yaml"
+    config.write_text(
+        "draft: &toy {backend: toy, variant: draft}\n"
+        "target: {<<: *toy, variant: target}\n"
+        "reward: {name: toy}\npolicy: {name: specs, n: 2}\n"
+    )
+    assert run(["solve", "What is 2 + 3?", "--config", str(config), "--json"]) == 0
+
+
+def test_a_huge_bad_value_gives_a_short_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "big.yaml"
+    config.write_text("policy: {name: specs, n: [" + ", ".join(["123456789"] * 5000) + "]}\n")
+    assert run(["solve", "What is 2 + 3?", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "policy.n" in err and "more characters" in err and len(err) < 1000
+
+
+def test_a_config_that_is_not_utf8_gives_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("policy: {name: specs}  # caf\u00e9\n".encode("latin-1"))
+    assert run(["solve", "What is 2 + 3?", "--config", str(config)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err

@@ -96,8 +96,15 @@ def _format_validation_error(error: ValidationError, where: str, model: type[Bas
             allowed = ", ".join(sorted(model.model_fields)) or "none"
             problems.append(f"unknown key {full!r} (allowed keys: {allowed})")
         else:
-            problems.append(f"{full}: {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"{full}: {item['msg']} (got {_clip(repr(item.get('input')))})")
     return "; ".join(problems)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def validate_options(options: Mapping[str, Any], model: type[BaseModel], where: str) -> BaseModel:
@@ -164,7 +171,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = float("-inf")
     else:
         try:
-            value = yaml.safe_load(text) if text else ""
+            value = _safe_yaml(text, f"--set {key}") if text else ""
         except yaml.YAMLError:
             value = text
     return key, value
@@ -182,13 +189,74 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     return result
 
 
+#: The most values a config may hold once its YAML aliases are expanded, and its largest size.
+#: Real configs hold a few dozen values; the caps stop an alias bomb (a few hundred bytes that
+#: expand to billions of values) before anything walks the expansion.
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values in the document under ``root`` with every alias expanded, counted without
+    expanding (each node's count is computed once); ``MAX_CONFIG_VALUES + 1`` once over or when
+    an alias refers to a node that contains it (an infinite expansion)."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not children_done:
+            if id(node) in entered:  # reached again below itself
+                return MAX_CONFIG_VALUES + 1
+            entered.add(id(node))
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if children_done:
+            total = 1 + sum(sizes.get(id(c), 0) for c in children)
+            sizes[id(node)] = min(total, MAX_CONFIG_VALUES + 1)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _safe_yaml(text: str, name: str) -> Any:
+    """``yaml.safe_load`` refusing alias bombs.
+
+    Raises:
+        ConfigError: the text expands past :data:`MAX_CONFIG_VALUES` values.
+        yaml.YAMLError: the text is not YAML.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None and _expanded_size(root) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{name} expands to more than {MAX_CONFIG_VALUES} values (or without end) through "
+            "YAML aliases (&anchor / *alias); a config needs far fewer"
+        )
+    return yaml.safe_load(text)
+
+
 def _read_yaml(path: Path) -> Any:
+    name = repr(str(path))
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
+        raise ConfigError(f"config file {name} does not exist; pass an existing YAML file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {name} is over {MAX_CONFIG_BYTES} bytes; not a config")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {name} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        return _safe_yaml(text, f"config file {name}")
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        raise ConfigError(f"config file {name} is not valid YAML: {e}") from e
 
 
 def load_config(
