@@ -77,13 +77,42 @@ def test_5xx_past_the_retry_budget_is_a_clear_error(server: ServerProcess) -> No
     model.close()
 
 
-def test_a_slow_server_meets_the_timeout(server: ServerProcess) -> None:
-    model = _model(server.url, timeout_s=0.5, max_retries=1)
+def test_a_slow_server_meets_the_timeout_and_gets_no_copy_of_the_work(
+    server: ServerProcess,
+) -> None:
+    model = _model(server.url, timeout_s=0.5, max_retries=3)
+    model.generate([PROMPT], QUICK)
+    server.reset()
     server.faults(delay_s=5.0)
     started = time.perf_counter()
-    with pytest.raises(BackendError, match=r"timed out after 0\.5 s"):
+    with pytest.raises(BackendError, match=r"timed out after 0\.5 s.*abandoned, not retried"):
         model.generate([PROMPT], QUICK)
-    assert time.perf_counter() - started < 4.0  # two 0.5 s attempts, not the 5 s delay
+    assert time.perf_counter() - started < 2.0  # one 0.5 s attempt, not the 5 s delay
+    assert server.stats()["requests"]["/generate"] == 1  # the server still works on it: no retry
+    model.close()
+
+
+def test_a_trickling_answer_meets_the_deadline_of_the_whole_request(server: ServerProcess) -> None:
+    model = _model(server.url, timeout_s=1.0, max_retries=3)
+    model.generate([PROMPT], QUICK)
+    server.reset()
+    server.faults(trickle_next=5, trickle_every_s=0.1)  # a byte every 0.1 s: no read times out
+    started = time.perf_counter()
+    with pytest.raises(BackendError, match=r"timed out after 1 s"):
+        model.generate([PROMPT], QUICK)
+    assert time.perf_counter() - started < 3.0  # it trickles for a minute
+    assert server.stats()["requests"]["/generate"] == 1
+    model.close()
+
+
+def test_an_oversized_answer_is_refused(server: ServerProcess) -> None:
+    model = _model(server.url, max_response_mb=1.0)
+    model.generate([PROMPT], QUICK)
+    server.faults(huge_next=1, huge_mb=3.0)
+    with pytest.raises(ProtocolError, match=r"larger than 1 MiB"):
+        model.generate([PROMPT], QUICK)
+    [[completion]] = model.generate([PROMPT], QUICK)  # the pool still works
+    assert completion.completion_tokens == 4
     model.close()
 
 

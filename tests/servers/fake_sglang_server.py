@@ -22,8 +22,11 @@ Like SGLang, generation log-probabilities follow the temperature unless the serv
 Fault injection for tests (never applied to ``/admin`` paths): ``POST /admin/faults`` with
 ``delay_s`` (sleep before answering), ``fail_next`` + ``fail_status`` (answer the next k requests
 with that status), ``malformed_next`` + ``malformed_kind`` (``json``: a body that is not JSON;
-``schema``: JSON of the wrong shape), ``die_next`` (exit without answering); ``POST /admin/reset``;
-``GET /admin/stats`` (requests per path, failures, the most requests seen in flight at once).
+``schema``: JSON of the wrong shape), ``die_next`` (exit without answering), ``trickle_next``
+(answer the next k requests with a body of spaces, one every ``trickle_every_s`` seconds, for
+a minute), ``huge_next`` + ``huge_mb`` (answer with a JSON body of that size);
+``POST /admin/reset``; ``GET /admin/stats`` (requests per path, failures, the most requests
+seen in flight at once).
 
 Run: ``python tests/servers/fake_sglang_server.py --model FILE.gguf [--port 0]``; it prints
 ``LISTENING <port>`` once it accepts connections.
@@ -45,7 +48,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from llama_inference import LlamaInference
 
 Json = dict[str, Any]
@@ -66,6 +69,10 @@ class Faults:
             self.malformed_next = 0
             self.malformed_kind = "json"
             self.die_next = False
+            self.trickle_next = 0
+            self.trickle_every_s = 0.2
+            self.huge_next = 0
+            self.huge_mb = 1.0
             self.requests: Counter[str] = Counter()
             self.failed = 0
             self.malformed = 0
@@ -115,6 +122,13 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
             if malformed:
                 faults.malformed_next -= 1
                 faults.malformed += 1
+            trickle = not (fail or malformed) and faults.trickle_next > 0
+            if trickle:
+                faults.trickle_next -= 1
+            huge = not (fail or malformed or trickle) and faults.huge_next > 0
+            if huge:
+                faults.huge_next -= 1
+            every, size = faults.trickle_every_s, int(faults.huge_mb * 2**20)
         try:
             if die:
                 os._exit(17)
@@ -122,6 +136,16 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
                 await asyncio.sleep(delay)
             if fail:
                 return Response("injected failure", status_code=faults.fail_status)
+            if trickle:
+
+                async def drip() -> Any:
+                    for _ in range(int(60 / every)):
+                        yield b" "
+                        await asyncio.sleep(every)
+
+                return StreamingResponse(drip(), media_type="application/json")
+            if huge:
+                return Response(b'{"text": "' + b"x" * size + b'"}', media_type="application/json")
             if malformed:
                 if faults.malformed_kind == "schema":
                     return JSONResponse({"unexpected": "shape"})
@@ -141,6 +165,10 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
                 "malformed_next",
                 "malformed_kind",
                 "die_next",
+                "trickle_next",
+                "trickle_every_s",
+                "huge_next",
+                "huge_mb",
             ):
                 if key in body:
                     setattr(faults, key, body[key])

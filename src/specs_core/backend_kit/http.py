@@ -1,10 +1,16 @@
 """HTTP plumbing shared by the backends and reward models that talk to inference servers.
 
 One :class:`HttpPool` per model: a pooled ``httpx.Client`` per base URL, round robin over the URLs
-(a retry moves on to the next URL, so a dead replica is skipped), timeouts, retries with
-exponential backoff on connection errors, timeouts, HTTP 429 and 5xx, and a limit on requests in
-flight. A 4xx answer is never retried: it raises :class:`HttpStatusError` at once, which callers
-turn into a capability or configuration error. A 2xx answer that is not JSON raises
+(a retry moves on to the next URL, so a dead replica is skipped), a deadline on each whole
+request, retries with exponential backoff, and a limit on requests in flight.
+
+Retries: a request is sent again only when the server cannot still be working on it: the
+connection failed or broke, or the server answered HTTP 429 or 5xx. A request that timed out
+(``timeout_s`` bounds the whole request, from sending it to the last byte of the answer, however
+slowly the bytes come) is abandoned, its connection closed, and not sent again: a server that is
+slow under load would otherwise get a copy of the work with each retry. A 4xx answer is never
+retried: it raises :class:`HttpStatusError` at once, which callers turn into a capability or
+configuration error. A 2xx answer that is not JSON, or larger than ``max_response_mb``, raises
 :class:`~specs_core.errors.ProtocolError`.
 
 ``httpx`` is imported when a pool is built, never at import time; without it the pool raises
@@ -49,9 +55,10 @@ class HttpOptions(BaseModel):
     Attributes:
         url: the server's base URL (``http://host:port``), e.g. an SGLang router.
         urls: several base URLs of identical replicas, used round robin.
-        timeout_s: the most seconds to wait for one response (reads included).
+        timeout_s: the most seconds one whole request may take (sending, waiting, reading).
         connect_timeout_s: the most seconds to wait for a connection.
-        max_retries: retries after a connection error, timeout, HTTP 429 or 5xx.
+        max_retries: retries after a connection error, HTTP 429 or 5xx (not after a timeout).
+        max_response_mb: the largest answer accepted, in MiB.
         backoff_s: the first wait between attempts; doubled at each retry.
         backoff_max_s: the longest wait between attempts.
         max_concurrency: the most requests in flight at once from this model.
@@ -66,6 +73,7 @@ class HttpOptions(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    max_response_mb: float = Field(default=64.0, gt=0)
     backoff_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=8.0, ge=0)
     max_concurrency: int = Field(default=8, ge=1)
@@ -214,16 +222,20 @@ class HttpPool:
             url = f"{client.base_url}".rstrip("/") + path
             try:
                 with self._slots:
-                    response = client.request(method, path, json=payload)
-            except httpx.TimeoutException as e:
-                last_error = f"timed out after {self.options.timeout_s:g} s ({type(e).__name__})"
+                    status, body = self._send(client, method, path, payload, url)
+            except (httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+                last_error = f"no connection within the timeout ({type(e).__name__})"
+            except (httpx.TimeoutException, _Deadline) as e:
+                raise BackendError(
+                    f"{method} {url} timed out after {self.options.timeout_s:g} s "
+                    f"({type(e).__name__}); the request was abandoned, not retried (the server "
+                    "may still be working on it); raise timeout_s for slow servers"
+                ) from None
             except httpx.TransportError as e:
                 last_error = f"{type(e).__name__}: {e}"
             else:
-                status = response.status_code
                 if status < 400:
-                    return _decode_json(response.text, url)
-                body = response.text
+                    return _decode_json(body, url)
                 if status != 429 and status < 500:
                     raise HttpStatusError(url, status, body)
                 last_error = f"HTTP {status}: {body[:200]}"
@@ -236,6 +248,29 @@ class HttpPool:
             f"{method} {url} failed after {attempts} attempt(s): {last_error}; check that the "
             "server is running and reachable, or raise max_retries / timeout_s"
         )
+
+    def _send(self, client: Any, method: str, path: str, payload: Any, url: str) -> tuple[int, str]:
+        """One attempt: the status and the body, read before the deadline and within the cap.
+
+        Raises:
+            _Deadline: the whole request took longer than ``timeout_s``.
+            ProtocolError: the answer is larger than ``max_response_mb``.
+        """
+        deadline = time.monotonic() + self.options.timeout_s
+        cap = int(self.options.max_response_mb * 2**20)
+        with client.stream(method, path, json=payload) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():  # decompressed: the cap bounds memory
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise _Deadline  # leaving the block closes the connection
+                if len(body) > cap:
+                    raise ProtocolError(
+                        f"{url} sent an answer larger than {self.options.max_response_mb:g} MiB; "
+                        "raise max_response_mb if that is expected"
+                    )
+            text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
+            return response.status_code, text
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]``; up to ``max_concurrency`` run at once, errors re-raised."""
@@ -259,6 +294,10 @@ class HttpPool:
             executor.shutdown(wait=True)
         for client in self._clients:
             client.close()
+
+
+class _Deadline(Exception):
+    """The whole request ran past ``timeout_s``."""
 
 
 def _decode_json(text: str, url: str) -> Any:
