@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from specs_core import Specs
 from specs_core.cli import run
+from specs_core.errors import ConfigError
+from specs_core.eval.datasets import Problem
+from specs_core.eval.runner import BenchSpec, fingerprint, run_bench
+
+from eval_support import toy_problems, write_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "examples" / "configs" / "toy.yaml")
@@ -221,3 +228,53 @@ def test_a_config_that_is_not_utf8_gives_a_clear_error(
     config.write_bytes("policy: {name: specs}  # caf\u00e9\n".encode("latin-1"))
     assert run(["solve", "What is 2 + 3?", "--config", str(config)]) == 2
     assert "is not UTF-8 text" in capsys.readouterr().err
+
+
+def _remote_spec(problems: list[Problem], **target: Any) -> BenchSpec:
+    """A run whose recorded config names a remote target; a toy model solves it."""
+    config = {
+        "target": {"backend": "openai", "url": "http://127.0.0.1:9", "model": "m", **target},
+        "policy": {"name": "greedy"},
+    }
+    return BenchSpec(dataset="toy", problems=problems, policy="greedy", config=config)
+
+
+def test_an_api_key_never_reaches_the_run_directory(tmp_path: Path) -> None:
+    problems = toy_problems(write_toy_dataset(tmp_path / "toy.jsonl", size=2))
+    out = tmp_path / "run"
+    with Specs.from_config(TOY) as specs:
+        run_bench(specs, _remote_spec(problems, api_key="sk-do-not-store"), out, progress=False)
+    written = [p for p in out.iterdir() if p.is_file()]
+    assert {p.name for p in written} >= {"config.yaml", "run.json", "results.jsonl"}
+    for path in written:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        assert b"sk-do-not-store" not in data, path.name
+    assert "url: http://127.0.0.1:9" in (out / "config.yaml").read_text()
+
+
+def test_connection_options_do_not_stop_a_run_from_resuming(tmp_path: Path) -> None:
+    problems = toy_problems(write_toy_dataset(tmp_path / "toy.jsonl", size=3))
+    out = tmp_path / "run"
+    with Specs.from_config(TOY) as specs:
+        run_bench(specs, _remote_spec(problems[:2], timeout_s=5), out, progress=False)
+        changed = _remote_spec(problems[:2], timeout_s=600, api_key="k2", max_retries=9)
+        assert fingerprint(changed) == fingerprint(_remote_spec(problems[:2], timeout_s=5))
+        summary = run_bench(specs, changed, out, progress=False)
+        assert summary["n"] == 2  # resumed: nothing solved twice
+        with pytest.raises(ConfigError, match="different config"):
+            run_bench(specs, _remote_spec(problems[:2], model="other"), out, progress=False)
+    # a run written before connection options left the identity resumes too
+    legacy = tmp_path / "legacy"
+    old = _remote_spec(problems, timeout_s=5)
+    assert fingerprint(old, legacy=True) != fingerprint(old)
+    with Specs.from_config(TOY) as specs:
+        run_bench(specs, _remote_spec(problems[:1], timeout_s=5), legacy, progress=False)
+        meta = json.loads((legacy / "run.json").read_text())
+        meta["fingerprint"] = fingerprint(_remote_spec(problems[:1], timeout_s=5), legacy=True)
+        (legacy / "run.json").write_text(json.dumps(meta))
+        assert (
+            run_bench(specs, _remote_spec(problems[:1], timeout_s=5), legacy, progress=False)["n"]
+            == 1
+        )

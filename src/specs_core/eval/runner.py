@@ -123,12 +123,45 @@ class BenchSpec:
     sample_seed: int = 0
 
 
-def fingerprint(spec: BenchSpec) -> str:
-    """A hash of the resolved config (which holds the policy options), the policy, and the
-    problem subset; the options passed to ``solve`` count only when there is no config."""
+#: Options that change how a server is reached, never what a model answers. They are left out
+#: of a run's identity, so a longer timeout or a rotated key does not stop a run from resuming.
+CONNECTION_OPTIONS = frozenset(
+    {
+        "timeout_s",
+        "connect_timeout_s",
+        "max_retries",
+        "backoff_s",
+        "backoff_max_s",
+        "max_concurrency",
+        "max_response_mb",
+        "api_key",
+        "api_key_env",
+    }
+)
+
+#: Options never written to disk: a run's ``config.yaml`` leaves them out (name the variable
+#: that holds a key with ``api_key_env`` instead).
+SECRET_OPTIONS = frozenset({"api_key"})
+
+
+def without_keys(data: Any, keys: frozenset[str]) -> Any:
+    """``data`` (plain config data) without ``keys``, at any depth."""
+    if isinstance(data, Mapping):
+        return {k: without_keys(v, keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list | tuple):
+        return [without_keys(v, keys) for v in data]
+    return data
+
+
+def fingerprint(spec: BenchSpec, *, legacy: bool = False) -> str:
+    """A hash of the resolved config (which holds the policy options) without its connection
+    options, the policy, and the problem subset; the options passed to ``solve`` count only when
+    there is no config. ``legacy``: the hash of earlier versions, connection options included
+    (their runs still resume)."""
     options = dict(spec.options) if spec.options is not None and not spec.config else None
+    config = spec.config if legacy else without_keys(spec.config, CONNECTION_OPTIONS)
     payload = {
-        "config": spec.config,
+        "config": config,
         "policy": spec.policy,
         "options": options,
         "dataset": spec.dataset,
@@ -186,8 +219,9 @@ def _exclusive(out: Path) -> Iterator[None]:
         yield
 
 
-def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
-    """Check the run directory; with ``force`` clear a previous run."""
+def _prepare(out: Path, spec: BenchSpec, force: bool) -> str:
+    """Check the run directory (with ``force`` clear a previous run); the run's fingerprint."""
+    fp = fingerprint(spec)
     run_file = out / RUN_FILE
     if not run_file.exists() and (out / CONFIG_FILE).exists():
         raise ConfigError(
@@ -202,6 +236,8 @@ def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
             previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{run_file} is damaged ({e}); use a new --out or --force") from e
+        if previous != fp and previous == fingerprint(spec, legacy=True):
+            fp = previous  # a run of an earlier version keeps its identity
         if previous != fp:
             raise ConfigError(
                 f"{out} holds a run with a different config, policy or subset (fingerprint "
@@ -215,8 +251,10 @@ def _prepare(out: Path, spec: BenchSpec, fp: str, force: bool) -> None:
     if not run_file.exists():
         _write_json(run_file, meta)
     (out / CONFIG_FILE).write_text(
-        yaml.safe_dump(dict(spec.config), sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(without_keys(spec.config, SECRET_OPTIONS), sort_keys=False),
+        encoding="utf-8",
     )
+    return fp
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -301,8 +339,7 @@ def _run_bench(
     max_problems: int | None,
     until: int | None,
 ) -> dict[str, Any]:
-    fp = fingerprint(spec)
-    _prepare(out, spec, fp, force)
+    fp = _prepare(out, spec, force)
     results = ResultsLog(out / RESULTS_FILE)
     traces = TraceLog(out / TRACES_FILE)
     traces.load(repair=True)  # a trace torn by a kill would hide the traces appended after it
