@@ -31,9 +31,17 @@ class LlamaCppOptions(BaseModel):
     name: str | None = Field(
         default=None, description="display and accounting name (default: derived from the source)"
     )
-    n_ctx: int = Field(default=4096, ge=64, description="context size in tokens (all sequences)")
+    n_ctx: int = Field(
+        default=4096,
+        ge=64,
+        le=2**24,
+        description="context size in tokens (all sequences); at most the model's training context",
+    )
     n_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads (default: os.cpu_count())"
+        default=None,
+        ge=1,
+        le=512,
+        description="CPU threads (default: os.cpu_count(); at most 4 per core)",
     )
     n_batch: int = Field(default=512, ge=1, description="most tokens submitted per decode call")
     n_ubatch: int = Field(

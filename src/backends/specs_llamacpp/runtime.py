@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ import llama_cpp
 import llama_cpp._logger
 import numpy as np
 import numpy.typing as npt
-from specs_core.errors import BackendError, ContextOverflowError
+from specs_core.errors import BackendError, ConfigError, ContextOverflowError
 
 __all__ = ["ContextPool", "LlamaRuntime", "LoadOptions", "common_prefix"]
 
@@ -62,6 +63,53 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+#: More threads than this many per CPU core only slow llama.cpp down (its workers spin), and
+#: tens of thousands crash or hang it.
+THREADS_PER_CORE = 4
+
+
+def _check_threads(n_threads: int) -> None:
+    cores = os.cpu_count() or 1
+    if n_threads > THREADS_PER_CORE * cores:
+        raise ConfigError(
+            f"n_threads {n_threads} is more than {THREADS_PER_CORE}x the {cores} CPU cores of "
+            f"this machine; leave n_threads unset (it then uses {cores})"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux), else ``None``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_context(model: llama_cpp.llama_model_p, path: Path, n_ctx: int) -> None:
+    """Refuse a context longer than the model was trained on or than memory can hold."""
+    trained = int(llama_cpp.llama_model_n_ctx_train(model))
+    if trained > 0 and n_ctx > trained:
+        raise ConfigError(
+            f"n_ctx {n_ctx} is longer than the {trained} tokens {path.name} was trained on; set "
+            f"n_ctx to at most {trained}"
+        )
+    heads = max(1, int(llama_cpp.llama_model_n_head(model)))
+    kv_width = int(llama_cpp.llama_model_n_embd(model)) // heads
+    kv_width *= int(llama_cpp.llama_model_n_head_kv(model))
+    # keys and values, 2 bytes each (f16), every layer, every cell
+    kv_bytes = n_ctx * int(llama_cpp.llama_model_n_layer(model)) * kv_width * 2 * 2
+    available = _available_memory()
+    if available is not None and kv_bytes > available:
+        raise ConfigError(
+            f"a KV cache of n_ctx {n_ctx} for {path.name} needs {kv_bytes / 2**30:.1f} GiB, more "
+            f"than the {available / 2**30:.1f} GiB of memory available; lower n_ctx"
+        )
+
+
 class LlamaRuntime:
     """A GGUF model, its context, one reusable batch and the token list of sequence 0.
 
@@ -95,6 +143,7 @@ class LlamaRuntime:
         weights: LlamaRuntime | None = None,
     ) -> None:
         _init_backend()
+        _check_threads(n_threads)
         llama_cpp._logger.set_verbose(verbose)
         self.path = path
         self._options = (n_threads, n_ubatch, flash_attn, verbose)  # the rest is read back below
@@ -111,6 +160,13 @@ class LlamaRuntime:
                 f"llama.cpp could not load {str(path)!r}; check that it is a GGUF file of a "
                 "supported architecture (set verbose: true to see llama.cpp's own message)"
             )
+        try:
+            _check_context(self._model, path, n_ctx)
+        except ConfigError:
+            if self._owns_model:
+                llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
