@@ -129,6 +129,15 @@ def test_a_body_that_is_not_json_is_a_protocol_error_and_not_retried(
     model.close()
 
 
+def test_a_nan_log_probability_is_a_protocol_error(server: ServerProcess) -> None:
+    model = _model(server.url)
+    model.generate([PROMPT], QUICK)
+    server.faults(malformed_next=1, malformed_kind="nan")
+    with pytest.raises(ProtocolError, match="answered NaN where a number belongs"):
+        model.generate([PROMPT], QUICK)
+    model.close()
+
+
 def test_json_of_the_wrong_shape_names_what_is_missing(server: ServerProcess) -> None:
     model = _model(server.url)
     model.generate([PROMPT], QUICK)

@@ -22,11 +22,11 @@ Like SGLang, generation log-probabilities follow the temperature unless the serv
 Fault injection for tests (never applied to ``/admin`` paths): ``POST /admin/faults`` with
 ``delay_s`` (sleep before answering), ``fail_next`` + ``fail_status`` (answer the next k requests
 with that status), ``malformed_next`` + ``malformed_kind`` (``json``: a body that is not JSON;
-``schema``: JSON of the wrong shape), ``die_next`` (exit without answering), ``trickle_next``
-(answer the next k requests with a body of spaces, one every ``trickle_every_s`` seconds, for
-a minute), ``huge_next`` + ``huge_mb`` (answer with a JSON body of that size);
-``POST /admin/reset``; ``GET /admin/stats`` (requests per path, failures, the most requests
-seen in flight at once).
+``schema``: JSON of the wrong shape; ``nan``: a log-probability ``NaN``), ``die_next`` (exit
+without answering), ``trickle_next`` (answer the next k requests with a body of spaces, one
+every ``trickle_every_s`` seconds, for a minute), ``huge_next`` + ``huge_mb`` (answer with a
+JSON body of that size); ``POST /admin/reset``; ``GET /admin/stats`` (requests per path,
+failures, the most requests seen in flight at once).
 
 Run: ``python tests/servers/fake_sglang_server.py --model FILE.gguf [--port 0]``; it prints
 ``LISTENING <port>`` once it accepts connections.
@@ -149,6 +149,9 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
             if malformed:
                 if faults.malformed_kind == "schema":
                     return JSONResponse({"unexpected": "shape"})
+                if faults.malformed_kind == "nan":  # what a broken model's server can send
+                    body = '{"text": "4", "meta_info": {"output_token_logprobs": [[NaN, 19, "4"]]}}'
+                    return Response(body, media_type="application/json")
                 return Response('{"text": "truncated', media_type="application/json")
             return await call_next(request)
         finally:

@@ -300,14 +300,28 @@ class _Deadline(Exception):
     """The whole request ran past ``timeout_s``."""
 
 
+def _no_nan(constant: str) -> float:
+    """``json`` parses ``NaN``, ``Infinity`` and ``-Infinity`` through this; a NaN from a server
+    (a log-probability or a reward) would otherwise compare false with every threshold and
+    reject every draft without a word."""
+    if constant == "NaN":
+        raise ValueError("NaN")
+    return float(constant)
+
+
 def _decode_json(text: str, url: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_nan)
     except json.JSONDecodeError as e:
         raise ProtocolError(
             f"{url} answered with a body that is not JSON ({e.msg} at char {e.pos}): "
             f"{text[:120]!r}; is the URL pointing at the right server?"
         ) from e
+    except ValueError:  # from _no_nan
+        raise ProtocolError(
+            f"{url} answered NaN where a number belongs (a broken model or server); check the "
+            "server's logs"
+        ) from None
 
 
 def field(obj: object, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
