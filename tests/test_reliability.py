@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import signal
@@ -278,3 +279,40 @@ def test_connection_options_do_not_stop_a_run_from_resuming(tmp_path: Path) -> N
             run_bench(specs, _remote_spec(problems[:1], timeout_s=5), legacy, progress=False)["n"]
             == 1
         )
+
+
+def test_escape_sequences_from_plugins_never_reach_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import specs_core.cli as cli
+    from specs_core import hookimpl
+    from specs_core.plugins import build_registry
+
+    class Loud:
+        __name__ = "loud\x1b]0;owned\x07"
+
+        @hookimpl
+        def register_backends(self, register: Any) -> None:
+            register("loud", lambda options: None, description="clears \x1b[2J the screen")
+            raise RuntimeError("and fails \x1b[31min red")
+
+    registry = build_registry(builtins=(), entry_points=False, extra_plugins=[Loud()])
+    monkeypatch.setattr(cli, "get_registry", lambda: registry)
+    assert run(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b" in out
+
+
+def test_escape_sequences_in_a_models_answer_are_shown_not_obeyed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_solve = Specs.solve
+
+    def hostile(self: Specs, question: str, **kwargs: Any) -> Any:
+        result = real_solve(self, question, **kwargs)
+        return dataclasses.replace(result, text="\x1b[2J" + result.text, answer="5\x1b[8m")
+
+    monkeypatch.setattr(Specs, "solve", hostile)
+    assert run(["solve", "What is 2 + 3?", "--config", TOY]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out and "5\\x1b[8m" in out

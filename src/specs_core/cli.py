@@ -23,6 +23,7 @@ from specs_core.plugins import Registry, get_registry
 from specs_core.resolution import resolve_config
 from specs_core.schema import ResultRecord
 from specs_core.solver import Specs
+from specs_core.text import terminal_safe
 from specs_core.types import SearchResult, StepRecord
 
 __all__ = ["build_app", "main", "run"]
@@ -81,7 +82,10 @@ def _availability_table(registry: Registry) -> Table:
                 hint = f"pip install 'specs[{spec.extra}]'" if spec.extra else "see its docs"
                 status = f"unavailable: {reason} ({hint})"
             table.add_row(
-                *(escape(cell) for cell in (kind, name, spec.plugin, status, spec.description))
+                *(
+                    escape(terminal_safe(cell))
+                    for cell in (kind, name, spec.plugin, status, spec.description)
+                )
             )
     return table
 
@@ -118,7 +122,8 @@ def plugins(
     console.print(_availability_table(registry))
     for failure in registry.failures:
         console.print(
-            f"[yellow]plugin {failure.plugin!r} skipped: {escape(failure.message)}[/yellow]"
+            f"[yellow]plugin {escape(terminal_safe(repr(failure.plugin)))} skipped: "
+            f"{escape(terminal_safe(failure.message))}[/yellow]"
         )
 
 
@@ -127,16 +132,16 @@ def _print_step(console: Console, step: StepRecord) -> None:
     first_line = step.text.strip().splitlines()[0] if step.text.strip() else ""
     console.print(
         f"[dim]step {step.index + 1:>2} {step.source.value:<6} {step.decision.value:<15} "
-        f"reward {reward}[/dim]  {escape(first_line[:90])}"
+        f"reward {reward}[/dim]  {escape(terminal_safe(first_line[:90]))}"
     )
 
 
 def _print_result(console: Console, result: SearchResult) -> None:
     usage = result.usage
     console.print()
-    console.print(result.text.strip(), markup=False, highlight=False)
+    console.print(terminal_safe(result.text.strip()), markup=False, highlight=False)
     console.print()
-    console.print(f"[bold]answer:[/bold] {escape(str(result.answer))}")
+    console.print(f"[bold]answer:[/bold] {escape(terminal_safe(str(result.answer)))}")
     console.print(
         f"policy {result.policy}: {len(result.steps)} steps, the draft wrote {result.draft_steps} "
         f"({result.accepted_draft_steps} accepted, {result.rejected_draft_steps} rejected draft "
@@ -258,7 +263,7 @@ def run(argv: list[str] | None = None) -> int:
     except SpecsError as e:
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {terminal_safe(str(e))}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -269,7 +274,8 @@ def run(argv: list[str] | None = None) -> int:
         else:
             log.debug("unexpected error", exc_info=True)
         typer.echo(
-            f"error: unexpected {type(e).__name__}: {e} (run again with --debug for the traceback)",
+            f"error: unexpected {type(e).__name__}: {terminal_safe(str(e))} "
+            "(run again with --debug for the traceback)",
             err=True,
         )
         return 1

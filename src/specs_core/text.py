@@ -13,6 +13,7 @@ __all__ = [
     "split_steps",
     "states_final_answer",
     "step_content",
+    "terminal_safe",
 ]
 
 DEFAULT_STEP_DELIMITER = "\n\n"
@@ -96,3 +97,12 @@ def extract_answer(text: str) -> str | None:
     if numbers:
         return numbers[-1].replace("$", "").replace(",", "")
     return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with its control characters (all but newline and tab) written as escapes
+    (``\\x1b``), so that text from a model, a plugin or a server cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
