@@ -316,3 +316,29 @@ def test_escape_sequences_in_a_models_answer_are_shown_not_obeyed(
     assert run(["solve", "What is 2 + 3?", "--config", TOY]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[2J" in out and "5\\x1b[8m" in out
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("latency_s", "slow", "field 'latency_s' is str, expected dict"),
+        ("correct", "yes", "field 'correct' is str, expected bool or null"),
+        ("draft_steps", True, "field 'draft_steps' is bool, expected int"),
+        ("latency_s", {"total": "1s"}, "latency_s.total is str, expected a number"),
+    ],
+)
+def test_a_malformed_row_field_is_a_clear_error_in_bench_and_report(
+    tmp_path: Path, field: str, value: Any, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["bench", "--dataset", "gsm8k", "--limit", "3", "-c", TOY, "--no-progress"]
+    assert run([*args, "--out", str(out), "--until", "2"]) == 0
+    rows = _rows(out / "results.jsonl")
+    rows[0][field] = value
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert run([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"results.jsonl:1 is not a result row ({message})" in err
+    assert run(["report", str(out)]) == 2
+    assert message in capsys.readouterr().err

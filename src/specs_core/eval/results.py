@@ -118,15 +118,56 @@ def error_row(
     }
 
 
+_NUMBER = (int, float)
+#: The types of the row fields that summaries, reports and resumes compute with.
+_ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str, int),
+    "correct": (bool, type(None)),
+    "error": (str, type(None)),
+    "wall_s": (*_NUMBER, type(None)),
+    "final_score": (*_NUMBER, type(None)),
+    "latency_s": (dict,),
+    "tokens": (dict,),
+    "draft_steps": (int,),
+    "target_steps": (int,),
+    "accepted_draft_steps": (int,),
+    "rejected_draft_steps": (int,),
+    "switches": (int,),
+}
+
+
+def _row_problem(row: Mapping[str, Any]) -> str | None:
+    """What is wrong with a row's fields, or ``None``."""
+    if "id" not in row:
+        return "it has no 'id'"
+    for key, kinds in _ROW_FIELDS.items():
+        if key not in row:
+            continue
+        value = row[key]
+        wrong_bool = isinstance(value, bool) and bool not in kinds  # True is an int to Python
+        if isinstance(value, kinds) and not wrong_bool:
+            continue
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        return f"field {key!r} is {type(value).__name__}, expected {names}"
+    latency = row.get("latency_s") or {}
+    for phase, seconds in latency.items():
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, _NUMBER)):
+            return f"latency_s.{phase} is {type(seconds).__name__}, expected a number"
+    return None
+
+
 class ResultsLog:
     """The append-only ``results.jsonl`` of one run.
 
     Args:
         path: the file (created on the first append).
+        rows_of_a_run: check that each row's fields have the types of a bench row (off for
+            other JSONL logs kept with this class).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, rows_of_a_run: bool = True) -> None:
         self.path = path
+        self.rows_of_a_run = rows_of_a_run
 
     def load(self, *, repair: bool = True) -> list[dict[str, Any]]:
         """Read every row, dropping a torn last line left by a killed run.
@@ -135,7 +176,8 @@ class ResultsLog:
         ``repair`` the file is rewritten without it, so the next append starts on a clean line.
 
         Raises:
-            InvalidInputError: a line other than the last is not a JSON object.
+            InvalidInputError: a line other than the last is not a JSON object, or a row's
+                field has the wrong type.
         """
         if not self.path.exists():
             return []
@@ -159,6 +201,12 @@ class ResultsLog:
                     f"{self.path}:{number} is not a JSON object ({e}); the file is damaged: "
                     "fix or remove that line, or start over with --force"
                 ) from e
+            problem = _row_problem(row) if self.rows_of_a_run else None
+            if problem is not None:
+                raise InvalidInputError(
+                    f"{self.path}:{number} is not a result row ({problem}); the file is "
+                    "damaged: fix or remove that line, or start over with --force"
+                )
             rows.append(row)
         if repair and (torn or (raw and not raw.endswith(b"\n"))):
             self.rewrite(rows)

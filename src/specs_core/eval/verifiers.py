@@ -255,7 +255,7 @@ class ScoreCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._log = ResultsLog(path) if path is not None else None
+        self._log = ResultsLog(path, rows_of_a_run=False) if path is not None else None
         self.entries: dict[tuple[str, str], Scored] = {}
         if self._log is not None:
             for row in self._log.load():
