@@ -342,3 +342,16 @@ def test_a_malformed_row_field_is_a_clear_error_in_bench_and_report(
     assert f"results.jsonl:1 is not a result row ({message})" in err
     assert run(["report", str(out)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_questions_and_data_files_that_are_not_utf8_give_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    undecodable = b"What is 2 + 3? caf\xe9".decode("utf-8", errors="surrogateescape")  # as argv
+    assert run(["solve", undecodable, "--config", TOY]) == 2
+    assert "the question is not valid text" in capsys.readouterr().err
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes('{"question": "caf\u00e9?", "answer": "1"}\n'.encode("latin-1"))
+    args = ["bench", "--dataset", "gsm8k", "--data-file", str(data), "-c", TOY]
+    assert run([*args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "is not UTF-8 text (byte" in capsys.readouterr().err

@@ -174,6 +174,13 @@ def solve(
     """Solve one question and print the answer, latency per phase and the draft's share."""
     if question == "-":
         question = _read_stdin()
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+        raise InvalidInputError(
+            "the question is not valid text in this terminal's encoding; pass UTF-8 text, or "
+            "pipe it in with `specs solve -`"
+        ) from None
     if not question.strip():
         raise InvalidInputError("the question is empty; pass the problem text to solve")
     with Specs(resolve_config(config, policy, overrides or [])) as specs:

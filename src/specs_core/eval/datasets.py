@@ -95,7 +95,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """
     if not path.is_file():
         raise InvalidInputError(f"data file {str(path)!r} does not exist; pass an existing file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"data file {str(path)!r} is not UTF-8 text (byte {e.start}); convert it first, "
+            "e.g. iconv -t UTF-8"
+        ) from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
