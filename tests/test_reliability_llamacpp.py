@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from specs_core.errors import ConfigError
@@ -31,3 +32,16 @@ def test_a_context_longer_than_the_model_was_trained_on_is_refused() -> None:
     model = LlamaCppModel(LlamaCppOptions(model=EMBEDDED, n_ctx=256, n_threads=1))
     assert model.runtime.n_ctx == 256
     model.close()
+
+
+def test_a_whole_solution_overflow_names_the_policy_option_to_lower(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from specs_core.cli import run
+
+    config = str(Path(__file__).resolve().parents[1] / "examples" / "configs" / "smollm2.yaml")
+    small = ["--set", "target.n_ctx=512", "--set", "draft.n_ctx=512"]
+    assert run(["solve", "What is 2 + 3?", "-c", config, "--policy", "majority", *small]) == 2
+    err = capsys.readouterr().err
+    assert "more than the context of 512 tokens" in err
+    assert "lower policy.max_solution_tokens (now 2048) or policy.n (now 2)" in err

@@ -580,7 +580,13 @@ def sample_solutions(
     params = SamplingParams(
         n=n, temperature=temperature, max_tokens=max_tokens, seed=ctx.call_seed(role, 0)
     )
-    return ctx.generate(role, [ctx.prompt()], params)[0]
+    try:
+        return ctx.generate(role, [ctx.prompt()], params)[0]
+    except ContextOverflowError as e:
+        raise ContextOverflowError(
+            f"{e}; for this policy, lower policy.max_solution_tokens (now {max_tokens}) or "
+            f"policy.n (now {n}), e.g. --set policy.max_solution_tokens={max(1, max_tokens // 2)}"
+        ) from e
 
 
 def path_of(completion: Completion, delimiter: str) -> SolutionPath:
