@@ -259,3 +259,63 @@ def test_cli_lists_and_prepares(site: Path, monkeypatch: pytest.MonkeyPatch) -> 
     unknown = runner.invoke(_app(), ["models", "prepare", "no-such-model"])
     assert isinstance(unknown.exception, InvalidInputError)
     assert "known models" in str(unknown.exception)
+
+
+def _point_cache_at(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(root))
+
+
+def test_a_cache_that_is_not_a_directory_is_a_clear_error_but_in_place_models_still_load(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from specs_core.errors import ModelCacheError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    _point_cache_at(monkeypatch, blocker)
+    with pytest.raises(ModelCacheError, match=r"cannot write fake-model .* SPECS_CACHE_DIR"):
+        prepare_embedded(_fake_model())
+    single = _fake_model(parts=1)  # shipped whole: used where it is installed, no copy needed
+    path = prepare_embedded(single)
+    assert path.read_bytes() == PART_BYTES[0]
+    assert "cannot record the verification of fake-model" in caplog.text
+
+
+def test_a_full_cache_is_a_clear_error_and_leaves_no_partial_file(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from specs_core.errors import ModelCacheError
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ModelCacheError, match="No space left on device"):
+        prepare_embedded(_fake_model())
+    assert [p.name for p in cache_dir().iterdir()] == []
+
+
+def test_partials_of_killed_assemblies_are_removed_and_live_ones_kept(site: Path) -> None:
+    model = _fake_model()
+    cache_dir().mkdir(parents=True)
+    dead = cache_dir() / f".{model.filename}.999999999.abc.partial"
+    live = cache_dir() / f".{model.filename}.{os.getpid()}.def.partial"
+    for partial in (dead, live):
+        partial.write_bytes(b"x" * 100)
+    prepare_embedded(model)
+    assert not dead.exists() and live.exists()
+
+
+def test_a_corrupted_file_given_back_its_mtime_is_verified_again(site: Path) -> None:
+    model = _fake_model()
+    path = prepare_embedded(model)
+    stat = path.stat()
+    corrupted = bytearray(path.read_bytes())
+    corrupted[100] ^= 0xFF
+    path.write_bytes(bytes(corrupted))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # size and mtime as recorded
+    assert not model_status(model).prepared
+    assert prepare_embedded(model) == path  # verified, found wrong, assembled again
+    assert path.read_bytes() == b"".join(PART_BYTES)

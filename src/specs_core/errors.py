@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "ContextOverflowError",
     "InvalidInputError",
+    "ModelCacheError",
     "ModelNotFoundError",
     "PluginError",
     "ProtocolError",
@@ -57,6 +58,10 @@ class BackendUnavailableError(SpecsError):
 
 class ModelNotFoundError(SpecsError):
     """A model file, directory, hub repository or embedded model cannot be found or verified."""
+
+
+class ModelCacheError(ModelNotFoundError):
+    """The model cache cannot hold a model (not a directory, read-only, or full)."""
 
 
 class ContextOverflowError(SpecsError):

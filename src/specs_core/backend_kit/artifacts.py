@@ -25,6 +25,7 @@ sha256. When all of them still match the file on disk the hash is not recomputed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -37,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from specs_core.errors import InvalidInputError, ModelNotFoundError
+from specs_core.errors import InvalidInputError, ModelCacheError, ModelNotFoundError
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -201,6 +202,18 @@ def _marker_path(model: EmbeddedModel) -> Path:
     return cache_dir() / f"{model.name}.verified.json"
 
 
+def _identity(stat: os.stat_result) -> dict[str, int]:
+    """What changes when a file's content may have changed. ``ctime`` cannot be set back by
+    hand (writing the file or restoring its ``mtime`` both move it), so a file rewritten and
+    given its old ``mtime`` back is still re-verified."""
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
+
+
 def _marker_matches(model: EmbeddedModel, path: Path) -> bool:
     """True when the marker vouches for ``path`` as it is on disk now."""
     try:
@@ -212,24 +225,32 @@ def _marker_matches(model: EmbeddedModel, path: Path) -> bool:
         isinstance(recorded, dict)
         and recorded.get("path") == str(path)
         and recorded.get("sha256") == model.sha256
-        and recorded.get("size") == model.size == stat.st_size
-        and recorded.get("mtime_ns") == stat.st_mtime_ns
+        and model.size == stat.st_size
+        and all(recorded.get(k) == v for k, v in _identity(stat).items())
     )
 
 
 def _write_marker(model: EmbeddedModel, path: Path) -> None:
-    stat = path.stat()
-    record = {
-        "path": str(path),
-        "sha256": model.sha256,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-    }
+    """Remember that ``path`` was verified; when the cache cannot be written the model is still
+    used, and verified again next time."""
+    record = {"path": str(path), "sha256": model.sha256, **_identity(path.stat())}
     marker = _marker_path(model)
-    marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, marker)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, marker)
+    except OSError as e:
+        log.warning(
+            "cannot record the verification of %s in %s (%s); it will be verified again next "
+            "time. Set %s to a writable directory to avoid that.",
+            model.name,
+            marker.parent,
+            e.strerror or e,
+            CACHE_DIR_ENV,
+        )
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -363,14 +384,53 @@ def prepare_embedded(model: EmbeddedModel, *, progress: bool = False, force: boo
         return _assemble(model, parts, target, progress)
 
 
+def _partial_prefix(target: Path, pid: int) -> str:
+    return f".{target.name}.{pid}."
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete the temporary files of assemblies whose process has died (a killed ``specs
+    models prepare`` leaves one as large as the model)."""
+    for partial in target.parent.glob(f".{target.name}.*.partial"):
+        pid_text = partial.name[len(target.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        log.info("removing %s, left by an interrupted assembly", partial)
+        partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _cache_error(model: EmbeddedModel, where: Path, error: OSError) -> ModelCacheError:
+    return ModelCacheError(
+        f"cannot write {model.name} ({model.size / 1e9:.1f} GB) into the model cache {where}: "
+        f"{error.strerror or error}; set {CACHE_DIR_ENV} to a writable directory with that much "
+        "free space"
+    )
+
+
 def _assemble(model: EmbeddedModel, parts: list[Path], target: Path, progress: bool) -> Path:
     total = sum(p.stat().st_size for p in parts)
     if total != model.size:
         got = f"parts totalling {total} bytes instead of {model.size}"
         raise _mismatch(model, got, "its parts")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=_partial_prefix(target, os.getpid()), suffix=".partial"
+        )
+    except OSError as e:
+        raise _cache_error(model, target.parent, e) from None
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     tmp = Path(tmp_name)
     log.info("assembling %s from %d parts into %s", model.name, len(parts), target)
     try:
@@ -387,6 +447,8 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path, progress: b
         if actual != model.sha256:
             raise _mismatch(model, actual, "the assembled file")
         os.replace(tmp, target)
+    except OSError as e:  # full, or made read-only meanwhile
+        raise _cache_error(model, target.parent, e) from None
     finally:
         tmp.unlink(missing_ok=True)
     _write_marker(model, target)
