@@ -21,6 +21,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile examples/prm-plugin/pyproject.toml examples/policy-plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check --upgrade pip
+	# this project was installed as `specs` before it became `specs-tts` (the registry's `specs`
+	# is someone else's): an old install's entry points would register every plugin twice
+	$(BIN)/pip uninstall --disable-pip-version-check -y specs
 	$(PIP) torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) llama-cpp-python==0.3.36
 	$(PIP) -e ".[dev]"

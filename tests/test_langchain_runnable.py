@@ -275,4 +275,4 @@ def test_package_imports_without_langchain_core():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "unavailable:" in out.stdout and "specs[langchain]" in out.stdout
+    assert "unavailable:" in out.stdout and "specs-tts[langchain]" in out.stdout

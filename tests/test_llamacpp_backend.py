@@ -290,7 +290,7 @@ def test_package_imports_without_the_engine() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "not installed" in out
-    assert "unavailable:" in out and "specs[llamacpp]" in out
+    assert "unavailable:" in out and "specs-tts[llamacpp]" in out
 
 
 def test_sampling_respects_temperature_top_p_and_records_untempered_logprobs() -> None:

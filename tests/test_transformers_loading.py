@@ -189,4 +189,4 @@ def test_without_torch_the_backend_imports_and_says_which_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     reason, message = out.stdout.strip().splitlines()
     assert reason == "torch not installed"
-    assert "pip install 'specs[transformers]'" in message
+    assert "pip install 'specs-tts[transformers]'" in message

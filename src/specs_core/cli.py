@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from specs_core.errors import InvalidInputError, SpecsError
+from specs_core.errors import InvalidInputError, SpecsError, install_hint
 from specs_core.plugins import Registry, get_registry
 from specs_core.resolution import resolve_config
 from specs_core.schema import ResultRecord
@@ -79,7 +79,7 @@ def _availability_table(registry: Registry) -> Table:
             if reason is None:
                 status = "available"
             else:
-                hint = f"pip install 'specs[{spec.extra}]'" if spec.extra else "see its docs"
+                hint = install_hint(spec.extra) if spec.extra else "see its docs"
                 status = f"unavailable: {reason} ({hint})"
             table.add_row(
                 *(

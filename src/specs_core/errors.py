@@ -7,6 +7,7 @@ names the problem and the fix, and is shown by the CLI as one line (exit code 2)
 from __future__ import annotations
 
 __all__ = [
+    "DISTRIBUTION",
     "BackendError",
     "BackendUnavailableError",
     "CapabilityError",
@@ -19,7 +20,18 @@ __all__ = [
     "ProtocolError",
     "RewardError",
     "SpecsError",
+    "install_hint",
 ]
+
+
+#: The name this project is installed under (``pip install specs-tts``); it provides the
+#: ``specs_core`` package and the ``specs`` command.
+DISTRIBUTION = "specs-tts"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the pip extra ``extra``: ``pip install 'specs-tts[eval]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 class SpecsError(Exception):
@@ -51,8 +63,7 @@ class BackendUnavailableError(SpecsError):
         self.extra = extra
         detail = f" ({reason})" if reason else ""
         super().__init__(
-            f"backend {backend!r} is not available{detail}: install it with "
-            f"pip install 'specs[{extra}]'"
+            f"backend {backend!r} is not available{detail}: install it with {install_hint(extra)}"
         )
 
 

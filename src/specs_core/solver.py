@@ -24,7 +24,7 @@ from specs_core.config import (
     load_config,
     validate_options,
 )
-from specs_core.errors import ConfigError, InvalidInputError, PluginError
+from specs_core.errors import ConfigError, InvalidInputError, PluginError, install_hint
 from specs_core.plugins import Registry, get_registry
 from specs_core.protocols import LanguageModel, Policy, RewardModel, Roles
 from specs_core.resolution import resolve_policy
@@ -105,7 +105,7 @@ class Specs:
         spec = self.registry.backend(cfg.backend)
         reason = spec.unavailable_reason()
         if reason is not None:
-            hint = f": pip install 'specs[{spec.extra}]'" if spec.extra else ""
+            hint = f": {install_hint(spec.extra)}" if spec.extra else ""
             raise PluginError(f"backend {cfg.backend!r} is unavailable ({reason}){hint}")
         options = validate_options(cfg.options(), spec.options, where)
         key = json.dumps([cfg.backend, options.model_dump(mode="json")], sort_keys=True)
@@ -126,7 +126,7 @@ class Specs:
         spec = self.registry.reward_model(cfg.name)
         reason = spec.unavailable_reason()
         if reason is not None:
-            hint = f": pip install 'specs[{spec.extra}]'" if spec.extra else ""
+            hint = f": {install_hint(spec.extra)}" if spec.extra else ""
             raise PluginError(f"reward model {cfg.name!r} is unavailable ({reason}){hint}")
         options = validate_options(cfg.options(), spec.options, where)
         model: RewardModel = spec.factory(options, _Resolver(self))

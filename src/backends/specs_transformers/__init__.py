@@ -2,7 +2,7 @@
 
 ``import specs_transformers`` does not import torch or transformers; they load when a model is
 first used, and a missing package raises :class:`~specs_core.errors.BackendUnavailableError`
-naming the ``transformers`` extra (``pip install 'specs[transformers]'``).
+naming the ``transformers`` extra (``pip install 'specs-tts[transformers]'``).
 
 Registered names: the backend ``transformers`` and the reward models ``hf-classification-prm``
 (Qwen2.5-Math-PRM style), ``hf-value-prm`` (Skywork-o1-Open-PRM style) and ``hf-token-prm``

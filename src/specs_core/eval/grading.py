@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from specs_core.errors import SpecsError
+from specs_core.errors import SpecsError, install_hint
 from specs_core.eval.datasets import AnswerFormat, Problem
 from specs_core.text import extract_answer, extract_boxed
 
@@ -65,7 +65,7 @@ def _math_verify() -> Any:
         import math_verify
     except ImportError as e:
         raise SpecsError(
-            "grading needs math-verify: install it with pip install 'specs[eval]'"
+            f"grading needs math-verify: install it with {install_hint('eval')}"
         ) from e
     return math_verify
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specs_core.errors import InvalidInputError, SpecsError
+from specs_core.errors import InvalidInputError, SpecsError, install_hint
 from specs_core.eval.results import ResultsLog, TraceLog, summarize
 from specs_core.eval.stats import PairedDifference, auc, paired_difference, quantile
 from specs_core.types import PHASES
@@ -331,7 +331,7 @@ def _figure(width: float, height: float) -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise SpecsError("plots need matplotlib: pip install 'specs[eval]'") from e
+        raise SpecsError(f"plots need matplotlib: {install_hint('eval')}") from e
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
 
 

@@ -41,6 +41,7 @@ from specs_core.errors import (
     ModelNotFoundError,
     PluginError,
     SpecsError,
+    install_hint,
 )
 from specs_core.eval.datasets import Problem, dataset_digest
 from specs_core.eval.grading import grade_problem
@@ -261,7 +262,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     try:
         from tqdm import tqdm
     except ImportError as e:
-        raise SpecsError("progress bars need tqdm: pip install 'specs[eval]'") from e
+        raise SpecsError(f"progress bars need tqdm: {install_hint('eval')}") from e
     return tqdm(
         total=total,
         initial=initial,
