@@ -355,3 +355,13 @@ def test_questions_and_data_files_that_are_not_utf8_give_clear_errors(
     args = ["bench", "--dataset", "gsm8k", "--data-file", str(data), "-c", TOY]
     assert run([*args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "is not UTF-8 text (byte" in capsys.readouterr().err
+
+
+def test_the_installed_distribution_is_ours_not_the_registrys_specs() -> None:
+    import importlib.metadata
+
+    from specs_core.errors import DISTRIBUTION, install_hint
+
+    assert importlib.metadata.packages_distributions()["specs_core"] == [DISTRIBUTION]
+    assert DISTRIBUTION != "specs"
+    assert install_hint("eval") == "pip install 'specs-tts[eval]'"
