@@ -13,7 +13,7 @@ from specs_core import Specs
 from specs_core.errors import BackendError
 from specs_core.eval.datasets import Problem, load_dataset
 from specs_core.testing.toy import toy_answer
-from specs_core.types import SearchResult
+from specs_core.types import SearchResult, StepCallback
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO / "examples" / "configs" / "toy.yaml"
@@ -61,8 +61,9 @@ class FailingSolver:
         *,
         policy: str | None = None,
         options: Mapping[str, Any] | None = None,
+        on_step: StepCallback | None = None,
     ) -> SearchResult:
         self.asked.append(question)
         if question in self.fail_on:
             raise self.error
-        return self.specs.solve(question, policy=policy, options=options)
+        return self.specs.solve(question, policy=policy, options=options, on_step=on_step)

@@ -362,6 +362,54 @@ def test_the_installed_distribution_is_ours_not_the_registrys_specs() -> None:
 
     from specs_core.errors import DISTRIBUTION, install_hint
 
-    assert importlib.metadata.packages_distributions()["specs_core"] == [DISTRIBUTION]
-    assert DISTRIBUTION != "specs"
+    ours = importlib.metadata.distribution(DISTRIBUTION)
+    scripts = {ep.name: ep.value for ep in ours.entry_points if ep.group == "console_scripts"}
+    assert scripts["specs"].startswith("specs_core.")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution("specs")  # neither a stale install nor the placeholder
     assert install_hint("eval") == "pip install 'specs-tts[eval]'"
+
+
+def _bench_rows(tmp_path: Path, name: str, *extra: str) -> list[dict[str, Any]]:
+    out = tmp_path / name
+    args = ["bench", "--dataset", "gsm8k", "--limit", "2", "-c", TOY, "--no-progress"]
+    assert run([*args, "--out", str(out), *extra]) == 0
+    return _rows(out / "results.jsonl")
+
+
+def test_a_problem_timeout_stops_the_search_and_keeps_its_steps(tmp_path: Path) -> None:
+    slow = ["--set", "target.ms_per_token=10", "--set", "draft.ms_per_token=10"]
+    free = _bench_rows(tmp_path, "free", *slow)
+    cut = _bench_rows(tmp_path, "cut", *slow, "--problem-timeout", "0.5")
+    for whole, row in zip(free, cut, strict=True):
+        assert row["stop_reason"] == "time_limit" and row["finished"] is False
+        assert row["error"] is None and row["text"]
+        assert 0 < len(row["solution_steps"]) < len(whole["solution_steps"])
+        assert row["latency_s"]["total"] < 0.5 + 2.0  # within one model call of the limit
+
+
+def test_a_token_budget_stops_the_search(tmp_path: Path) -> None:
+    rows = _bench_rows(tmp_path, "tokens", "--problem-max-tokens", "60")
+    for row in rows:
+        assert row["stop_reason"] == "token_limit" and row["solution_steps"]
+        generated = sum(t["generated"] for t in row["tokens"].values())
+        assert 60 <= generated < 60 + 4 * 64  # at most one call (n=4 steps) past the budget
+
+
+def test_a_budget_is_part_of_a_runs_identity_and_none_keeps_old_runs(tmp_path: Path) -> None:
+    from specs_core.search import Budget
+
+    problems = toy_problems(write_toy_dataset(tmp_path / "toy.jsonl", size=2))
+    plain = _remote_spec(problems)
+    assert fingerprint(dataclasses.replace(plain, budget=Budget(seconds=5))) != fingerprint(plain)
+    assert fingerprint(plain) == fingerprint(plain, legacy=False)
+
+
+def test_bench_progress_shows_the_steps_of_the_problem_in_flight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(["bench", "--dataset", "gsm8k", "--limit", "1", "-c", TOY, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    problem = _rows(out / "results.jsonl")[0]["id"]
+    assert f"{problem}: step 1 by target" in err

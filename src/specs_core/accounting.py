@@ -108,6 +108,11 @@ class Accountant:
                     usage.draft_accepted += c.draft_tokens_accepted
                     usage.draft_rounds += c.draft_rounds
 
+    def generated_tokens(self) -> int:
+        """Tokens generated so far by every model together."""
+        with self._lock:
+            return sum(u.generated for u in self._tokens.values())
+
     def add_scoring(self, model: str, scored: Iterable[TokenLogprobs]) -> None:
         """Count the tokens of one ``logprobs`` call: evaluated tokens count as prompt tokens."""
         with self._lock:

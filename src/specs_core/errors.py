@@ -10,6 +10,7 @@ __all__ = [
     "DISTRIBUTION",
     "BackendError",
     "BackendUnavailableError",
+    "BudgetExceededError",
     "CapabilityError",
     "ConfigError",
     "ContextOverflowError",
@@ -77,6 +78,15 @@ class ModelCacheError(ModelNotFoundError):
 
 class ContextOverflowError(SpecsError):
     """A prompt does not fit in the model's context window."""
+
+
+class BudgetExceededError(ContextOverflowError):
+    """A search spent its time or token budget. Searches stop on it as on a full context:
+    they keep the steps committed so far (the result's ``stop_reason`` says which budget)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CapabilityError(SpecsError):

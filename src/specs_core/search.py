@@ -22,15 +22,24 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from specs_core.accounting import Accountant
-from specs_core.errors import BackendError, ConfigError, ContextOverflowError, InvalidInputError
+from specs_core.errors import (
+    BackendError,
+    BudgetExceededError,
+    ConfigError,
+    ContextOverflowError,
+    InvalidInputError,
+)
 from specs_core.protocols import ContinueIf, LanguageModel, ProposalVerifier, Roles, Verification
 from specs_core.rewards import Aggregation, GuardedRewardModel, aggregate
 from specs_core.text import (
@@ -57,6 +66,7 @@ from specs_core.types import (
 )
 
 __all__ = [
+    "Budget",
     "CompletedPool",
     "FinishedRule",
     "ModelChoice",
@@ -77,6 +87,7 @@ __all__ = [
     "reject_nan",
     "sample_solutions",
     "source_of",
+    "spending",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,6 +245,42 @@ class CompletedPool:
         return self.paths[argmax([-math.inf if s is None else s for s in scores])]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one search may spend: wall-clock seconds and generated tokens (``None``: no limit).
+
+    A search checks its budget before each model call, so it stops within one call of the
+    limit; it keeps the steps committed so far and its result says which budget ended it
+    (:attr:`~specs_core.types.StopReason.TIME_LIMIT`, ``TOKEN_LIMIT``). A whole-solution policy
+    makes one call, so only a search that is already over its budget is stopped (with a
+    :class:`~specs_core.errors.BudgetExceededError`).
+    """
+
+    seconds: float | None = None
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None and not self.seconds > 0:
+            raise InvalidInputError(
+                f"a time budget is a positive number of seconds, got {self.seconds}"
+            )
+        if self.tokens is not None and self.tokens < 1:
+            raise InvalidInputError(f"a token budget is a positive number, got {self.tokens}")
+
+
+_budget: ContextVar[Budget | None] = ContextVar("specs_budget", default=None)
+
+
+@contextmanager
+def spending(budget: Budget | None) -> Iterator[None]:
+    """Searches started inside the block (in this thread or task) get ``budget``."""
+    token = _budget.set(budget)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 class SearchContext:
     """Everything one policy run shares: models by role, accounting, reward guard, seeds, trace.
 
@@ -277,6 +324,12 @@ class SearchContext:
         self.steps: list[StepRecord] = []
         self.stop_reason: StopReason | None = None
         self._on_step = on_step
+        self.budget = _budget.get()
+        self._deadline = (
+            time.monotonic() + self.budget.seconds
+            if self.budget is not None and self.budget.seconds is not None
+            else None
+        )
         self.reward: GuardedRewardModel | None = (
             GuardedRewardModel(roles.reward, self.acct, roles.reward_plugin)
             if roles.reward is not None
@@ -350,6 +403,26 @@ class SearchContext:
             seed=self.call_seed(role, step),
         )
 
+    def check_budget(self) -> None:
+        """Raise when the search's :class:`Budget` is spent (called before each model call).
+
+        Raises:
+            BudgetExceededError: the time or token budget is spent.
+        """
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            assert self.budget is not None and self.budget.seconds is not None
+            raise BudgetExceededError(
+                f"the time budget of {self.budget.seconds:g} s is spent",
+                reason=StopReason.TIME_LIMIT.value,
+            )
+        if self.budget is not None and self.budget.tokens is not None:
+            spent = self.acct.generated_tokens()
+            if spent >= self.budget.tokens:
+                raise BudgetExceededError(
+                    f"the budget of {self.budget.tokens} generated tokens is spent ({spent})",
+                    reason=StopReason.TOKEN_LIMIT.value,
+                )
+
     def generate(
         self, role: ModelChoice, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[list[Completion]]:
@@ -357,7 +430,9 @@ class SearchContext:
 
         Raises:
             BackendError: the model returned the wrong number of completions.
+            BudgetExceededError: the search's budget is spent.
         """
+        self.check_budget()
         model = self.model(role)
         with self.acct.phase(_PHASE_OF[(role, "generate")]):
             out = model.generate(list(prompts), params)
@@ -379,7 +454,9 @@ class SearchContext:
 
         Raises:
             BackendError: the model returned the wrong number of results.
+            BudgetExceededError: the search's budget is spent.
         """
+        self.check_budget()
         model = self.model(role)
         with self.acct.phase(_PHASE_OF[(role, "score")]):
             out = model.logprobs(list(prompts), list(continuations))
@@ -409,6 +486,7 @@ class SearchContext:
                 :class:`~specs_core.protocols.ProposalVerifier`.
             BackendError: the model returned the wrong number of results.
         """
+        self.check_budget()
         model = self.model(role)
         if not isinstance(model, ProposalVerifier):
             raise ConfigError(
@@ -491,6 +569,10 @@ class SearchContext:
         """
         if not self.steps:
             raise error
+        if isinstance(error, BudgetExceededError):
+            log.info("%s: stopping after %d steps: %s", self.policy, len(self.steps), error)
+            self.stop_reason = StopReason(error.reason)
+            return
         log.warning(
             "%s: stopping after %d steps, the next one does not fit: %s",
             self.policy,
@@ -582,6 +664,8 @@ def sample_solutions(
     )
     try:
         return ctx.generate(role, [ctx.prompt()], params)[0]
+    except BudgetExceededError:
+        raise
     except ContextOverflowError as e:
         raise ContextOverflowError(
             f"{e}; for this policy, lower policy.max_solution_tokens (now {max_tokens}) or "

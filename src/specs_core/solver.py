@@ -28,6 +28,7 @@ from specs_core.errors import ConfigError, InvalidInputError, PluginError, insta
 from specs_core.plugins import Registry, get_registry
 from specs_core.protocols import LanguageModel, Policy, RewardModel, Roles
 from specs_core.resolution import resolve_policy
+from specs_core.search import Budget, spending
 from specs_core.types import SearchResult, StepCallback
 
 __all__ = ["Specs"]
@@ -178,6 +179,7 @@ class Specs:
         policy: str | None = None,
         options: Mapping[str, Any] | None = None,
         on_step: StepCallback | None = None,
+        budget: Budget | None = None,
     ) -> SearchResult:
         """Solve one question.
 
@@ -186,13 +188,20 @@ class Specs:
             policy: a registered policy name (default: the config's).
             options: policy options set on top of the config's (see :meth:`policy`).
             on_step: called with each step as the policy commits it.
+            budget: the most seconds and generated tokens the search may spend (see
+                :class:`~specs_core.search.Budget`).
 
         Raises:
             InvalidInputError: the question is empty.
+            BudgetExceededError: the budget ran out before a step was committed.
         """
         if not isinstance(question, str) or not question.strip():
             raise InvalidInputError("the question is empty; pass the problem text to solve")
-        return self.policy(policy, options).run(question, on_step=on_step)
+        chosen = self.policy(policy, options)
+        if budget is None:  # a caller's `spending` block, if any, applies
+            return chosen.run(question, on_step=on_step)
+        with spending(budget):
+            return chosen.run(question, on_step=on_step)
 
     # -- lifetime ---------------------------------------------------------------------------
 

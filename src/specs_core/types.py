@@ -91,6 +91,10 @@ class StopReason(str, Enum):
     """A whole solution reached its token budget before it finished."""
     CONTEXT = "context"
     """The next step no longer fitted a model's context window."""
+    TIME_LIMIT = "time_limit"
+    """The problem's time budget was spent (see :class:`specs_core.search.Budget`)."""
+    TOKEN_LIMIT = "token_limit"
+    """The problem's budget of generated tokens was spent."""
 
 
 class FinishReason(str, Enum):

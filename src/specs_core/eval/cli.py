@@ -24,6 +24,7 @@ from specs_core.eval.datasets import (
     load_dataset,
     select_subset,
 )
+from specs_core.search import Budget
 from specs_core.text import step_content
 
 __all__ = ["add_commands"]
@@ -94,6 +95,30 @@ UntilOption = Annotated[
         help="Stop once the run holds N problems, counting those solved before.",
     ),
 ]
+ProblemTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--problem-timeout",
+        min=0.001,
+        help="Stop a problem's search after this many seconds (checked before each model call); "
+        "it keeps the steps so far, and its row says time_limit.",
+    ),
+]
+ProblemTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--problem-max-tokens",
+        min=1,
+        help="Stop a problem's search once its models generated this many tokens in all; its "
+        "row says token_limit.",
+    ),
+]
+
+
+def _budget(seconds: float | None, tokens: int | None) -> Budget | None:
+    return None if seconds is None and tokens is None else Budget(seconds, tokens)
+
+
 FirstProblemsOption = Annotated[
     int | None,
     typer.Option("--limit", "-n", min=1, help="Only the first N problems (in input order)."),
@@ -151,6 +176,8 @@ def bench(
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
     until: UntilOption = None,
+    problem_timeout: ProblemTimeoutOption = None,
+    problem_max_tokens: ProblemTokensOption = None,
 ) -> None:
     """Solve a dataset (or a seeded subset) with one policy; resumable, results in --out."""
     from specs_core.eval.sweep import RunOptions, bench_spec, run_one
@@ -158,7 +185,8 @@ def bench(
 
     name, problems = _problems(dataset, data_file, field, answer_format, limit, sample_seed)
     resolved = resolve_config(config, policy, overrides or [])
-    spec = bench_spec(resolved, name, problems, limit=limit, sample_seed=sample_seed)
+    budget = _budget(problem_timeout, problem_max_tokens)
+    spec = bench_spec(resolved, name, problems, limit=limit, sample_seed=sample_seed, budget=budget)
     run = RunOptions(
         force=force,
         retry_errors=retry_errors,
@@ -229,6 +257,8 @@ def sweep(
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
     until: UntilOption = None,
+    problem_timeout: ProblemTimeoutOption = None,
+    problem_max_tokens: ProblemTokensOption = None,
 ) -> None:
     """One bench run per value of a config key (OUT/KEY=VALUE), then OUT/report.md and plots."""
     from specs_core.eval.sweep import RunOptions, parse_values, run_sweep
@@ -255,6 +285,7 @@ def sweep(
             limit=limit,
             sample_seed=sample_seed,
             run=run,
+            budget=_budget(problem_timeout, problem_max_tokens),
         )
     typer.echo(f"{len(dirs)} runs; report: {out / 'report.md'}, plots: {out / 'plots'}")
 

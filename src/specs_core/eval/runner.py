@@ -19,6 +19,7 @@ A ``config.yaml`` that no run wrote (no ``run.json`` beside it) is never overwri
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,7 +54,8 @@ from specs_core.eval.results import (
     summarize,
     trace_record,
 )
-from specs_core.types import SearchResult
+from specs_core.search import Budget, spending
+from specs_core.types import SearchResult, StepCallback, StepRecord
 
 __all__ = [
     "FATAL_ERRORS",
@@ -95,8 +97,9 @@ class Solver(Protocol):
         *,
         policy: str | None = None,
         options: Mapping[str, Any] | None = None,
+        on_step: StepCallback | None = None,
     ) -> SearchResult:
-        """Solve one question with a policy and its options."""
+        """Solve one question with a policy and its options, reporting each committed step."""
         ...
 
 
@@ -113,6 +116,8 @@ class BenchSpec:
             the fingerprint).
         limit: the ``--limit`` that chose the subset (``None``: every problem).
         sample_seed: the seed that chose the subset.
+        budget: what each problem's search may spend (``None``: no limit); part of the
+            fingerprint, since a cut search gives another result.
     """
 
     dataset: str
@@ -122,6 +127,7 @@ class BenchSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     limit: int | None = None
     sample_seed: int = 0
+    budget: Budget | None = None
 
 
 #: Options that change how a server is reached, never what a model answers. They are left out
@@ -168,6 +174,8 @@ def fingerprint(spec: BenchSpec, *, legacy: bool = False) -> str:
         "dataset": spec.dataset,
         "subset": dataset_digest(spec.problems),
     }
+    if spec.budget is not None:  # absent otherwise: runs without a budget keep their identity
+        payload["budget"] = dataclasses.asdict(spec.budget)
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -284,6 +292,20 @@ def _postfix(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"acc {acc:.1%} lat {lat}" + (f" err {errors}" if errors else "")
 
 
+def _step_display(bar: Any, head: str, problem_id: str, start: float) -> StepCallback:
+    """A step callback showing the problem's progress (step, source, seconds) on the bar, so
+    that a long problem does not look frozen."""
+
+    def show(step: StepRecord) -> None:
+        bar.set_postfix_str(
+            f"{head} | {problem_id}: step {step.index + 1} by {step.source.value}, "
+            f"{time.perf_counter() - start:.0f}s",
+            refresh=True,
+        )
+
+    return show
+
+
 def run_bench(
     solver: Solver,
     spec: BenchSpec,
@@ -369,8 +391,15 @@ def _run_bench(
             solver.solve(WARMUP_QUESTION, policy=spec.policy, options=spec.options)
         for index, problem in todo:
             start = time.perf_counter()
+            show_step = _step_display(bar, _postfix(rows), problem.id, start)
             try:
-                result = solver.solve(problem.question, policy=spec.policy, options=spec.options)
+                with spending(spec.budget):
+                    result = solver.solve(
+                        problem.question,
+                        policy=spec.policy,
+                        options=spec.options,
+                        on_step=show_step,
+                    )
             except FATAL_ERRORS:
                 raise
             except Exception as e:

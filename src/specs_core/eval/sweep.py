@@ -22,6 +22,7 @@ from specs_core.eval.report import write_report
 from specs_core.eval.runner import BenchSpec, Solver, run_bench
 from specs_core.plugins import Registry, get_registry
 from specs_core.resolution import resolve_config, resolved_data
+from specs_core.search import Budget
 from specs_core.solver import Specs
 
 __all__ = [
@@ -56,6 +57,7 @@ def bench_spec(
     limit: int | None,
     sample_seed: int,
     registry: Registry | None = None,
+    budget: Budget | None = None,
 ) -> BenchSpec:
     """The run of ``config``'s policy on ``problems``; every section is checked up front.
 
@@ -71,6 +73,7 @@ def bench_spec(
         config=resolved_data(config, registry),
         limit=limit,
         sample_seed=sample_seed,
+        budget=budget,
     )
 
 
@@ -139,6 +142,7 @@ def run_sweep(
     sample_seed: int,
     run: RunOptions = RunOptions(),
     registry: Registry | None = None,
+    budget: Budget | None = None,
 ) -> list[Path]:
     """One bench run per value of ``param``, then a report of them all.
 
@@ -153,6 +157,7 @@ def run_sweep(
         sample_seed: the subset's seed.
         run: force, retry, progress and warm-up choices.
         registry: the plugin registry (default: the process-wide one).
+        budget: what each problem's search may spend (``None``: no limit).
 
     Returns:
         The run directories, in the order of ``values``.
@@ -165,7 +170,15 @@ def run_sweep(
     root = Path(out)
     configs = [resolve_config(base, None, [f"{key}={value}"], registry) for value in values]
     specs_list = [
-        bench_spec(c, dataset, problems, limit=limit, sample_seed=sample_seed, registry=registry)
+        bench_spec(
+            c,
+            dataset,
+            problems,
+            limit=limit,
+            sample_seed=sample_seed,
+            registry=registry,
+            budget=budget,
+        )
         for c in configs
     ]
     dirs = [root / sweep_dir_name(key, v) for v in values]
