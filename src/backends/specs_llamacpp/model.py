@@ -251,6 +251,17 @@ class LlamaCppModel:
         """The text this model continues for ``prompt`` (chat template + open partial answer)."""
         return self.chat_template().render(prompt)
 
+    def _tokens(self, runtime: LlamaRuntime, prompt: Prompt, continuation: str = "") -> list[int]:
+        """The tokens of ``prompt`` (and a continuation of its partial answer): control tokens
+        come from the chat template only, never from the question or a step's text."""
+        segments = self.chat_template().segments(prompt)
+        if continuation:
+            if segments and segments[-1][1]:  # the partial answer: one text with its sequel
+                segments[-1] = (segments[-1][0] + continuation, True)
+            else:
+                segments.append((continuation, True))
+        return runtime.tokenize_segments(segments)
+
     @property
     def tokenizer_id(self) -> str:
         """A fingerprint of the vocabulary: equal for models that tokenize text alike."""
@@ -277,10 +288,9 @@ class LlamaCppModel:
         shared = self._load()  # first: it sets up the engine's environment before importing it
         from specs_llamacpp.generation import check_generation_fits, generate_samples
 
-        texts = [self.render(p) for p in prompts]
         seed = self._seed(params)
         with shared.lock:
-            tokenized = [shared.runtime.tokenize(t) for t in texts]
+            tokenized = [self._tokens(shared.runtime, p) for p in prompts]
             for tokens in tokenized:
                 check_generation_fits(len(tokens), params, shared.runtime.n_ctx, self.name)
             rt = shared.pool.pick(tokenized[0] if tokenized else [])
@@ -326,16 +336,19 @@ class LlamaCppModel:
         from specs_llamacpp.generation import score_continuations
 
         check_pairs(prompts, continuations)
-        groups: dict[str, list[int]] = {}
-        prefixes = [self.render(p) for p in prompts]
-        for i, prefix in enumerate(prefixes):
-            groups.setdefault(prefix, []).append(i)
+        groups: dict[Prompt, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt, []).append(i)
         results: list[TokenLogprobs | None] = [None] * len(prompts)
         with shared.lock:
-            tokenize = shared.runtime.tokenize
+            rt0 = shared.runtime
             work = [
-                (tokenize(prefix), indices, [tokenize(prefix + continuations[i]) for i in indices])
-                for prefix, indices in groups.items()
+                (
+                    self._tokens(rt0, prompt),
+                    indices,
+                    [self._tokens(rt0, prompt, continuations[i]) for i in indices],
+                )
+                for prompt, indices in groups.items()
             ]
             rt = shared.pool.pick(work[0][0] if work else [])
             try:
@@ -376,9 +389,8 @@ class LlamaCppModel:
         shared = self._load()
         from specs_llamacpp.runtime import HiddenStates
 
-        texts = [self.render(p) for p in prompts]
         with shared.lock:
-            tokenized = [shared.runtime.tokenize(t) for t in texts]
+            tokenized = [self._tokens(shared.runtime, p) for p in prompts]
             if shared.hidden is None:
                 shared.hidden = HiddenStates(shared.runtime)
             reader = shared.hidden
@@ -432,10 +444,9 @@ class LlamaCppModel:
                 f"a proposal is longer than max_tokens={params.max_tokens}; cut it or raise "
                 "max_tokens"
             )
-        text = self.render(prompt)
         seed = self._seed(params)
         with shared.lock:
-            tokens = shared.runtime.tokenize(text)
+            tokens = self._tokens(shared.runtime, prompt)
             check_generation_fits(len(tokens), params, shared.runtime.n_ctx, self.name)
             rt = shared.pool.pick(tokens)
             session = None

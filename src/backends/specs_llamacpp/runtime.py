@@ -238,26 +238,41 @@ class LlamaRuntime:
         text = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text``, special tokens parsed, BOS added when the model wants one.
+    def tokenize(self, text: str, *, special: bool = True, first: bool = True) -> list[int]:
+        """Tokens of ``text``, BOS added when the model wants one.
 
-        BOS is added only when the vocabulary asks for it and the text does not already start
-        with it (chat templates often render it themselves).
+        Args:
+            text: the text.
+            special: parse special tokens written in the text (``<|im_end|>`` becomes one
+                control token); off for text from a user or a model, which must stay text.
+            first: the text starts the sequence. BOS is added only then, when the vocabulary
+                asks for it and the text does not already start with it (chat templates often
+                render it themselves).
         """
         data = text.encode("utf-8")
-        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        add_bos = first and bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         if add_bos and self.special_text("bos") and text.startswith(self.special_text("bos")):
             add_bos = False
         size = len(data) + 8
         buf = (llama_cpp.llama_token * size)()
-        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_bos, True)
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_bos, special)
         if count < 0:
             size = -count
             buf = (llama_cpp.llama_token * size)()
-            count = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_bos, True)
+            count = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, size, add_bos, special
+            )
             if count < 0:
                 raise BackendError(f"llama.cpp failed to tokenize a text of {len(data)} bytes")
         return list(buf[:count])
+
+    def tokenize_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
+        """Tokens of a rendered prompt in pieces (``(text, from_user)``): special tokens are
+        parsed in the template's pieces only, so a user's ``<|im_end|>`` stays text."""
+        tokens: list[int] = []
+        for text, from_user in segments:
+            tokens += self.tokenize(text, special=not from_user, first=not tokens)
+        return tokens
 
     def piece(self, token: int) -> bytes:
         """The bytes a token adds to the text (control tokens add none)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specs_core.backend_kit.chat import Segment, render_segments
 from specs_core.backend_kit.ngram import NgramTables, SpeculativeOptions
 from specs_core.errors import ConfigError, ContextOverflowError, InvalidInputError
 from specs_core.protocols import Capabilities, check_pairs
@@ -103,6 +104,7 @@ class TransformersModel:
         self._eos: frozenset[int] = frozenset()
         self._n_ctx = _DEFAULT_CTX
         self._round_trips = True
+        self._system_ok: bool | None = None
         self._anchor_ids: list[int] = []
         self._ngrams = NgramTables(options.speculative) if options.speculative else None
         if loaded is not None:
@@ -210,8 +212,13 @@ class TransformersModel:
     def _tokenizer(self) -> Any:
         return (self._pending or self.loaded).tokenizer
 
-    def _encode_plain(self, text: str) -> list[int]:
-        ids: list[int] = self._tokenizer()(text, add_special_tokens=False)["input_ids"]
+    def _encode_plain(self, text: str, *, special: bool = False) -> list[int]:
+        """Tokens of ``text`` without added BOS/EOS. Special tokens written in it are parsed
+        only with ``special`` (the chat template's own text); in a question or a step they stay
+        text, so ``<|im_end|>`` typed by a user cannot end the user's turn."""
+        ids: list[int] = self._tokenizer()(
+            text, add_special_tokens=False, split_special_tokens=not special
+        )["input_ids"]
         return list(ids)
 
     def _decode_plain(self, ids: Sequence[int]) -> str:
@@ -220,29 +227,45 @@ class TransformersModel:
         )
         return text
 
-    def render(self, prompt: Prompt) -> str:
-        """The prompt as text: the chat template applied to system and question, then the
-        partial answer appended to the open assistant message."""
-        tokenizer = self.loaded.tokenizer
-        messages = [{"role": "user", "content": prompt.question}]
-        if prompt.system is not None:
-            messages.insert(0, {"role": "system", "content": prompt.system})
+    def _apply_template(self, messages: list[dict[str, str]]) -> str:
         kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
         if self.options.chat_template is not None:
             kwargs["chat_template"] = self.options.chat_template
+        return str(self.loaded.tokenizer.apply_chat_template(messages, **kwargs))
+
+    def _takes_system(self) -> bool:
+        """Whether the chat template accepts a system message (some raise on one)."""
+        if self._system_ok is None:
+            probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+            try:
+                self._apply_template(probe)
+                self._system_ok = True
+            except Exception as e:
+                log.debug("template of %s rejects a system message (%s)", self._name, e)
+                self._system_ok = False
+        return self._system_ok
+
+    def _segments(self, prompt: Prompt) -> list[Segment]:
+        """The rendered prompt in pieces, the user's marked (``render_segments``); a system
+        message is folded into the question when the template rejects one."""
+        if prompt.system is not None and not self._takes_system():
+            prompt = Prompt(f"{prompt.system}\n\n{prompt.question}", prompt.partial, None)
         try:
-            rendered = tokenizer.apply_chat_template(messages, **kwargs)
+            return render_segments(self._apply_template, prompt)
         except Exception as e:
-            if prompt.system is None:
-                raise ConfigError(f"the chat template of {self._name!r} failed: {e}") from e
-            log.debug("template of %s rejects a system message (%s); folding it in", self._name, e)
-            merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.question}"}]
-            rendered = tokenizer.apply_chat_template(merged, **kwargs)
-        return str(rendered) + prompt.partial
+            raise ConfigError(f"the chat template of {self._name!r} failed: {e}") from e
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt as text: the chat template applied to system and question, then the
+        partial answer appended to the open assistant message."""
+        return "".join(text for text, _ in self._segments(prompt))
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """The tokens of the rendered prompt."""
-        return self._encode_plain(self.render(prompt))
+        """The tokens of the rendered prompt: special tokens from the template's text only."""
+        ids: list[int] = []
+        for text, from_user in self._segments(prompt):
+            ids += self._encode_plain(text, special=not from_user)
+        return ids
 
     def encode_continuation(self, text: str) -> list[int]:
         """The tokens of ``text`` as a continuation (no special tokens added)."""

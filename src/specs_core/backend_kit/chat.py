@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -46,9 +47,12 @@ __all__ = [
     "BUILTIN_TEMPLATES",
     "ChatRenderer",
     "ChatTemplate",
+    "Segment",
     "build_renderer",
     "infer_template",
+    "neutralize",
     "prompt_messages",
+    "render_segments",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,6 +214,11 @@ class ChatTemplate:
             raise InvalidInputError(f"expected a Prompt, got {type(prompt).__name__}")
         return self.render_head(prompt) + prompt.partial
 
+    def segments(self, prompt: Prompt) -> list[Segment]:
+        """:meth:`render` in pieces, the user's marked (:func:`render_segments`): tokenize
+        special tokens in the template's pieces only."""
+        return render_segments(self.render_messages, prompt)
+
 
 class ChatRenderer:
     """Renders a :class:`~specs_core.types.Prompt` as the raw text a model continues.
@@ -224,8 +233,97 @@ class ChatRenderer:
         self.description = description
 
     def __call__(self, prompt: Prompt) -> str:
-        """``system`` + ``question`` through the template, then ``partial`` left open."""
-        return self._render(prompt_messages(prompt)) + prompt.partial
+        """``system`` + ``question`` through the template, then ``partial`` left open; text
+        that looks like a special token in them is neutralized (:func:`neutralize`), since
+        the server parses special tokens in the whole text."""
+        return "".join(neutralize(text) if user else text for text, user in self.segments(prompt))
+
+    def segments(self, prompt: Prompt) -> list[Segment]:
+        """The rendering in pieces, the user's marked (:func:`render_segments`)."""
+        return render_segments(self._render, prompt)
+
+
+#: A piece of a rendered prompt: its text, and whether it came from the user or a model (the
+#: system message, the question, the partial answer) rather than from the template itself.
+Segment = tuple[str, bool]
+
+_MARK = "\ue000specs-{}\ue000"  # private-use characters: no template trims or escapes them
+
+
+def render_segments(render: Callable[[Messages], str], prompt: Prompt) -> list[Segment]:
+    """``prompt`` rendered by ``render`` (messages -> text opening the answer), in pieces that
+    tell the template's own text from the user's (``True``).
+
+    A tokenizer parses special tokens in the template's pieces only, so a question holding
+    ``<|im_end|>`` stays text and cannot close the user's turn. The pieces are found by
+    rendering the messages with markers in place of their contents; a template that changes a
+    content (trims it, say) is handled by finding the changed text in the real rendering.
+
+    Raises:
+        InvalidInputError: ``prompt`` is not a :class:`Prompt`.
+    """
+    if not isinstance(prompt, Prompt):
+        raise InvalidInputError(f"expected a Prompt, got {type(prompt).__name__}")
+    messages = prompt_messages(prompt)
+    real = render(messages)
+    marks = [_MARK.format(i) for i in range(len(messages))]
+    marked = render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
+    segments: list[Segment] = []
+    rest = marked
+    for message, mark in zip(messages, marks, strict=True):
+        head, found, rest = rest.partition(mark)
+        if not found or mark in rest:
+            break
+        segments += [(head, False), (message["content"], True)]
+    else:
+        segments.append((rest, False))
+        if "".join(text for text, _ in segments) == real:
+            return _joined([*segments, (prompt.partial, True)])
+    return _joined([*_found_in(real, messages), (prompt.partial, True)])
+
+
+def _found_in(real: str, messages: Messages) -> list[Segment]:
+    """The user's texts located in a rendering that changed them (stripped, at worst)."""
+    segments: list[Segment] = []
+    at = 0
+    for message in messages:
+        content = message["content"]
+        for text in (content, content.strip()):
+            where = real.find(text, at) if text else -1
+            if where >= 0:
+                segments += [(real[at:where], False), (text, True)]
+                at = where + len(text)
+                break
+        else:
+            log.warning(
+                "the chat template changes a %s message beyond trimming it; its text is "
+                "tokenized with the template's (special tokens in it are not neutralized)",
+                message["role"],
+            )
+    return [*segments, (real[at:], False)]
+
+
+def _joined(segments: list[Segment]) -> list[Segment]:
+    """Without empty pieces, neighbours of one kind merged."""
+    out: list[Segment] = []
+    for text, user in segments:
+        if not text:
+            continue
+        if out and out[-1][1] == user:
+            out[-1] = (out[-1][0] + text, user)
+        else:
+            out.append((text, user))
+    return out
+
+
+_SPECIAL_LOOKING = re.compile(r"<\|[^<>|\s]{1,64}\|>|</?s>|\[/?INST\]|<</?SYS>>")
+
+
+def neutralize(text: str) -> str:
+    """``text`` with every piece that looks like a special token (``<|im_end|>``, ``</s>``,
+    ``[INST]``...) broken by a word joiner (U+2060) after its first character, for servers that
+    parse special tokens in the text they are sent: the model then reads it as plain text."""
+    return _SPECIAL_LOOKING.sub(lambda m: m.group()[0] + "\u2060" + m.group()[1:], text)
 
 
 def _jinja_renderer(source: str, description: str) -> ChatRenderer:
