@@ -413,3 +413,36 @@ def test_bench_progress_shows_the_steps_of_the_problem_in_flight(
     err = capsys.readouterr().err
     problem = _rows(out / "results.jsonl")[0]["id"]
     assert f"{problem}: step 1 by target" in err
+
+
+def test_plots_say_what_they_show_and_tell_policies_apart(tmp_path: Path) -> None:
+    from specs_core.eval.report import (
+        _label,
+        _plot_title,
+        _policy_styles,
+        load_run,
+        plot_accuracy_latency,
+        plot_latency_phases,
+    )
+
+    sweep = tmp_path / "sweep"
+    args = ["--dataset", "gsm8k", "--limit", "2", "-c", TOY, "--no-progress"]
+    assert run(["sweep", *args, "--param", "tau_acc", "--values", "3,5", "--out", str(sweep)]) == 0
+    assert run(["bench", *args, "--policy", "beam_search", "--out", str(tmp_path / "beam")]) == 0
+    runs = [
+        load_run(sweep / "tau_acc=3"),
+        load_run(sweep / "tau_acc=5"),
+        load_run(tmp_path / "beam"),
+    ]
+    assert [_label(r) for r in runs] == [
+        "specs · tau_acc=3",
+        "specs · tau_acc=5",
+        "beam_search · beam",
+    ]
+    styles = _policy_styles(runs)
+    assert styles["specs"] != styles["beam_search"]
+    assert (
+        _plot_title("Accuracy vs latency", runs) == "Accuracy vs latency: gsm8k, 2 problems, n = 4"
+    )
+    for plot in (plot_accuracy_latency, plot_latency_phases):
+        assert plot(runs, tmp_path / f"{plot.__name__}.png").stat().st_size > 10_000

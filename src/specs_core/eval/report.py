@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from specs_core.errors import InvalidInputError, SpecsError, install_hint
 from specs_core.eval.results import ResultsLog, TraceLog, summarize
 from specs_core.eval.stats import PairedDifference, auc, paired_difference, quantile
@@ -335,61 +337,112 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
 
 
+_MARKERS = "osD^vP*Xhp<>"
+
+
+def _policy_styles(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
+    """A colour and a marker per policy, in the order the policies first appear."""
+    policies = list(dict.fromkeys(str(r.summary.get("policy")) for r in runs))
+    return {
+        policy: (f"C{i % 10}", _MARKERS[i % len(_MARKERS)]) for i, policy in enumerate(policies)
+    }
+
+
+def _label(run: Run) -> str:
+    """A run's name, with its policy when the name alone does not say it (``tau_acc=5``)."""
+    policy = str(run.summary.get("policy"))
+    return run.name if policy in run.name else f"{policy} · {run.name}"
+
+
+def _policy_n(run: Run) -> object:
+    try:
+        config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    policy = config.get("policy") if isinstance(config, dict) else None
+    return policy.get("n") if isinstance(policy, dict) else None
+
+
+def _plot_title(what: str, runs: Sequence[Run]) -> str:
+    """``what``, the datasets, the problem counts and ``n`` when the runs share them."""
+    datasets = sorted({str(r.summary.get("dataset")) for r in runs})
+    counts = sorted({int(r.summary["n"]) for r in runs})
+    ns = {_policy_n(r) for r in runs} - {None}
+    parts = [", ".join(datasets)]
+    parts.append(
+        f"{counts[0]} problems" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} problems"
+    )
+    if len(ns) == 1:
+        parts.append(f"n = {ns.pop()}")
+    return f"{what}: " + ", ".join(parts)
+
+
 def plot_accuracy_latency(runs: Sequence[Run], path: Path) -> Path:
-    """Accuracy against mean latency, one point per run, the Pareto frontier highlighted."""
+    """Accuracy against mean latency, one point per run (colour and marker by policy, a legend
+    instead of labels on the points), 95% intervals, the Pareto frontier dashed."""
     timed = [r for r in runs if r.summary["latency_s"]["mean"] is not None and r.summary["n"]]
-    fig = _figure(7.0, 4.8)
+    fig = _figure(8.5, 4.8)
     ax = fig.add_subplot()
+    styles = _policy_styles(timed)
     points = [(r.summary["latency_s"]["mean"], r.summary["accuracy"]) for r in timed]
     front = set(pareto_front(points))
     for i, (run, (x, y)) in enumerate(zip(timed, points, strict=True)):
         lo, hi = run.summary["accuracy_ci95"]
-        on_front = i in front
+        colour, marker = styles[str(run.summary.get("policy"))]
         ax.errorbar(
             x,
             100 * y,
             yerr=[[100 * max(0.0, y - lo)], [100 * max(0.0, hi - y)]],
-            fmt="o",
-            color="tab:red" if on_front else "tab:blue",
+            fmt=marker,
+            color=colour,
+            markersize=8,
+            markeredgecolor="black" if i in front else colour,
             capsize=3,
             alpha=0.9,
+            label=_label(run) + (" (frontier)" if i in front else ""),
         )
-        ax.annotate(run.name, (x, 100 * y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    if front:
+    if len(front) > 1:
         ordered = sorted(front, key=lambda i: points[i])
         ax.step(
             [points[i][0] for i in ordered],
             [100 * points[i][1] for i in ordered],
             where="post",
-            color="tab:red",
-            linewidth=1.2,
-            label="Pareto frontier",
+            color="grey",
+            linestyle="--",
+            linewidth=1.0,
         )
-        ax.legend(loc="lower right")
+    if timed:
+        ax.set_xlim(0, 1.1 * max(x for x, _ in points))
+    ax.set_ylim(0, 100)
     ax.set_xlabel("mean latency per problem (s)")
     ax.set_ylabel("accuracy (%), 95% Wilson interval")
-    ax.set_title("Accuracy vs latency")
+    ax.set_title(_plot_title("Accuracy vs latency", timed))
     ax.grid(True, alpha=0.3)
+    if timed:
+        fig.legend(loc="outside right upper", fontsize=8, title="run", title_fontsize=8)
     fig.savefig(path)
     return path
 
 
 def plot_latency_phases(runs: Sequence[Run], path: Path) -> Path:
-    """Mean latency per phase, one stacked bar per run (a dot marks the mean total)."""
-    fig = _figure(8.0, 1.2 + 0.5 * max(len(runs), 1))
+    """Mean latency per phase, one stacked bar per run (a mark shows the mean total)."""
+    fig = _figure(8.0, 2.0 + 0.45 * max(len(runs), 1))
     ax = fig.add_subplot()
-    names = [r.name for r in runs]
+    names = [_label(r) for r in runs]
     left = [0.0] * len(runs)
     for phase in PHASES:
         widths = [r.summary["latency_by_phase_s"].get(phase) or 0.0 for r in runs]
-        ax.barh(names, widths, left=left, label=phase)
+        if any(widths):
+            ax.barh(names, widths, left=left, label=phase)
         left = [a + b for a, b in zip(left, widths, strict=True)]
     totals = [r.summary["latency_s"]["mean"] or 0.0 for r in runs]
-    ax.plot(totals, names, "k|", markersize=14, label="total (wall)")
+    ax.plot(totals, names, "k|", markersize=14, markeredgewidth=2, label="total (wall)")
+    ax.set_xlim(0, 1.08 * max([*left, *totals, 1e-9]))
     ax.invert_yaxis()
     ax.set_xlabel("mean seconds per problem (phases can overlap)")
-    ax.set_title("Latency by phase")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(_plot_title("Latency by phase", runs))
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=7)
     fig.savefig(path)
     return path
 
