@@ -62,6 +62,10 @@ class Capabilities:
         scoring: :meth:`Scorer.logprobs` is supported.
         seeded: a seed makes sampling reproducible.
         concurrent: the model may be called from several threads at once (it serialises itself).
+        reproducible_interleaved: searches whose calls interleave on the model get the results
+            each gets when run alone. False for llama.cpp: an interleaved call can find another
+            search's prefix in the prompt cache, and a prefix evaluated in other pieces can
+            differ in the last digits, enough to flip a threshold.
     """
 
     batched_generation: bool = True
@@ -70,6 +74,7 @@ class Capabilities:
     scoring: bool = True
     seeded: bool = True
     concurrent: bool = True
+    reproducible_interleaved: bool = True
 
 
 def require(capabilities: Capabilities, needed: Sequence[str], *, who: str, why: str) -> None:

@@ -61,6 +61,7 @@ CAPABILITIES = Capabilities(
     scoring=True,
     seeded=True,
     concurrent=True,
+    reproducible_interleaved=False,
 )
 
 

@@ -67,9 +67,16 @@ _serial_locks_guard = threading.Lock()
 
 @contextlib.contextmanager
 def _serialised_if_needed(specs: Specs, policy: str) -> Iterator[None]:
-    """Run one search at a time on ``specs`` when a model it uses cannot be called concurrently."""
+    """Run one search at a time on ``specs`` when a model it uses cannot be called concurrently,
+    or gives results that depend on the calls interleaved before them (llama.cpp: its model
+    lock serialises the calls anyway, so this costs no throughput and keeps batch results
+    equal to sequential ones)."""
     roles = [r for r in specs.registry.policy(policy).roles if r in ROLE_NAMES]
-    if all(specs.model(role).capabilities.concurrent for role in roles):
+    if all(
+        specs.model(role).capabilities.concurrent
+        and specs.model(role).capabilities.reproducible_interleaved
+        for role in roles
+    ):
         yield
         return
     with _serial_locks_guard:
