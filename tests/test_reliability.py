@@ -54,10 +54,8 @@ def _rows(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    # 20 ms a generated token: a problem takes a few seconds, so the signal lands mid-run
-    cmd = [
+def _bench_cmd(out: Path, limit: int, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "specs_core",
@@ -65,15 +63,20 @@ def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path
         "--dataset",
         "gsm8k",
         "--limit",
-        "6",
+        str(limit),
         "--config",
         TOY,
-        "--set",
-        "target.ms_per_token=20",
         "--no-progress",
         "--out",
         str(out),
+        *extra,
     ]
+
+
+def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # 20 ms a generated token: a problem takes a few seconds, so the signal lands mid-run
+    cmd = _bench_cmd(out, 6, "--set", "target.ms_per_token=20")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not _rows(out / "results.jsonl") and time.monotonic() < deadline:
@@ -92,25 +95,6 @@ def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     ids = [row["id"] for row in _rows(out / "results.jsonl")]
     assert len(ids) == saved + 1 == len(set(ids))
-
-
-def _bench_cmd(out: Path, limit: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "specs_core",
-        "bench",
-        "--dataset",
-        "gsm8k",
-        "--limit",
-        str(limit),
-        "--config",
-        TOY,
-        "--no-progress",
-        "--out",
-        str(out),
-        *extra,
-    ]
 
 
 def test_a_second_bench_on_the_same_out_is_refused_and_rows_stay_unique(tmp_path: Path) -> None:
