@@ -49,6 +49,33 @@ def test_a_template_that_trims_the_text_is_still_split_right() -> None:
     ]
 
 
+def test_content_rendered_twice_or_left_out_is_marked_where_it_is() -> None:
+    def twice(messages: list[dict[str, str]]) -> str:
+        return "".join(f"<|a|>{m['content']}<|b|>{m['content']}" for m in messages)
+
+    def no_system(messages: list[dict[str, str]]) -> str:
+        return "".join(f"[INST] {m['content']} [/INST]" for m in messages if m["role"] == "user")
+
+    prompt = Prompt("q <|b|>", "", "S")
+    users = [t for t, user in render_segments(twice, prompt) if user]
+    assert users == ["S", "S", "q <|b|>", "q <|b|>"]
+    assert render_segments(no_system, prompt) == [
+        ("[INST] ", False),
+        ("q <|b|>", True),
+        (" [/INST]", False),
+    ]
+
+
+def test_a_template_that_rewrites_the_text_is_left_whole_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def shouting(messages: list[dict[str, str]]) -> str:
+        return "".join(f"<|x|>{m['content'].upper()}" for m in messages)
+
+    assert render_segments(shouting, Prompt("q", "p", None)) == [("<|x|>Q", False), ("p", True)]
+    assert "changes the messages' text" in caplog.text
+
+
 def test_server_renderers_neutralize_special_looking_text_in_user_pieces_only() -> None:
     rendered = ChatRenderer(BUILTIN_TEMPLATES["qwen2.5"], "qwen")(INJECTED)
     assert rendered.count("<|im_start|>") == 3 and rendered.count("<|im_end|>") == 2  # template's

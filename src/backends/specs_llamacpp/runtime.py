@@ -268,7 +268,18 @@ class LlamaRuntime:
 
     def tokenize_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
         """Tokens of a rendered prompt in pieces (``(text, from_user)``): special tokens are
-        parsed in the template's pieces only, so a user's ``<|im_end|>`` stays text."""
+        parsed in the template's pieces only, so a user's ``<|im_end|>`` stays text.
+
+        When no user piece holds special-token text, the joined text is tokenized in one call,
+        exactly as a whole string (pieces tokenized apart could split differently where they
+        meet); otherwise piece by piece.
+        """
+        if all(
+            self.tokenize(text, first=False) == self.tokenize(text, special=False, first=False)
+            for text, from_user in segments
+            if from_user
+        ):
+            return self.tokenize("".join(text for text, _ in segments))
         tokens: list[int] = []
         for text, from_user in segments:
             tokens += self.tokenize(text, special=not from_user, first=not tokens)

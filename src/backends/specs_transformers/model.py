@@ -212,10 +212,10 @@ class TransformersModel:
     def _tokenizer(self) -> Any:
         return (self._pending or self.loaded).tokenizer
 
-    def _encode_plain(self, text: str, *, special: bool = False) -> list[int]:
+    def _encode_plain(self, text: str, *, special: bool = True) -> list[int]:
         """Tokens of ``text`` without added BOS/EOS. Special tokens written in it are parsed
-        only with ``special`` (the chat template's own text); in a question or a step they stay
-        text, so ``<|im_end|>`` typed by a user cannot end the user's turn."""
+        unless ``special`` is off (a user's text: ``<|im_end|>`` typed in a question must not
+        end the user's turn)."""
         ids: list[int] = self._tokenizer()(
             text, add_special_tokens=False, split_special_tokens=not special
         )["input_ids"]
@@ -261,9 +261,19 @@ class TransformersModel:
         return "".join(text for text, _ in self._segments(prompt))
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """The tokens of the rendered prompt: special tokens from the template's text only."""
+        """The tokens of the rendered prompt: special tokens from the template's text only.
+
+        When no user piece holds special-token text, the joined text is encoded in one call,
+        exactly as a whole string; otherwise piece by piece."""
+        segments = self._segments(prompt)
+        if all(
+            self._encode_plain(text) == self._encode_plain(text, special=False)
+            for text, from_user in segments
+            if from_user
+        ):
+            return self._encode_plain("".join(text for text, _ in segments))
         ids: list[int] = []
-        for text, from_user in self._segments(prompt):
+        for text, from_user in segments:
             ids += self._encode_plain(text, special=not from_user)
         return ids
 

@@ -256,8 +256,11 @@ def render_segments(render: Callable[[Messages], str], prompt: Prompt) -> list[S
 
     A tokenizer parses special tokens in the template's pieces only, so a question holding
     ``<|im_end|>`` stays text and cannot close the user's turn. The pieces are found by
-    rendering the messages with markers in place of their contents; a template that changes a
-    content (trims it, say) is handled by finding the changed text in the real rendering.
+    rendering the messages with markers in place of their contents: the template's own text is
+    what lies between the markers, and the real rendering must be that text with each marker
+    replaced by its message's content, as is or trimmed (a template may render a content
+    twice, or leave a message out). When it is not (a template that changes a content further),
+    a warning is logged and the whole rendering counts as the template's.
 
     Raises:
         InvalidInputError: ``prompt`` is not a :class:`Prompt`.
@@ -266,41 +269,34 @@ def render_segments(render: Callable[[Messages], str], prompt: Prompt) -> list[S
         raise InvalidInputError(f"expected a Prompt, got {type(prompt).__name__}")
     messages = prompt_messages(prompt)
     real = render(messages)
-    marks = [_MARK.format(i) for i in range(len(messages))]
-    marked = render([{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)])
-    segments: list[Segment] = []
-    rest = marked
-    for message, mark in zip(messages, marks, strict=True):
-        head, found, rest = rest.partition(mark)
-        if not found or mark in rest:
-            break
-        segments += [(head, False), (message["content"], True)]
-    else:
-        segments.append((rest, False))
-        if "".join(text for text, _ in segments) == real:
-            return _joined([*segments, (prompt.partial, True)])
-    return _joined([*_found_in(real, messages), (prompt.partial, True)])
-
-
-def _found_in(real: str, messages: Messages) -> list[Segment]:
-    """The user's texts located in a rendering that changed them (stripped, at worst)."""
+    marks = {_MARK.format(i): m["content"] for i, m in enumerate(messages)}
+    marked = render([{**m, "content": mark} for mark, m in zip(marks, messages, strict=True)])
+    pieces = re.split("(" + "|".join(map(re.escape, marks)) + ")", marked)
     segments: list[Segment] = []
     at = 0
-    for message in messages:
-        content = message["content"]
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:  # the template's own text
+            if not real.startswith(piece, at):
+                break
+            segments.append((piece, False))
+            at += len(piece)
+            continue
+        content = marks[piece]
         for text in (content, content.strip()):
-            where = real.find(text, at) if text else -1
-            if where >= 0:
-                segments += [(real[at:where], False), (text, True)]
-                at = where + len(text)
+            if real.startswith(text, at):
+                segments.append((text, True))
+                at += len(text)
                 break
         else:
-            log.warning(
-                "the chat template changes a %s message beyond trimming it; its text is "
-                "tokenized with the template's (special tokens in it are not neutralized)",
-                message["role"],
-            )
-    return [*segments, (real[at:], False)]
+            break
+    else:
+        if at == len(real):
+            return _joined([*segments, (prompt.partial, True)])
+    log.warning(
+        "the chat template changes the messages' text beyond trimming it; special tokens written "
+        "in a question are parsed as the template's own"
+    )
+    return _joined([(real, False), (prompt.partial, True)])
 
 
 def _joined(segments: list[Segment]) -> list[Segment]:
