@@ -386,7 +386,7 @@ def test_a_budget_is_part_of_a_runs_identity_and_none_keeps_old_runs(tmp_path: P
     problems = toy_problems(write_toy_dataset(tmp_path / "toy.jsonl", size=2))
     plain = _remote_spec(problems)
     assert fingerprint(dataclasses.replace(plain, budget=Budget(seconds=5))) != fingerprint(plain)
-    assert fingerprint(plain) == fingerprint(plain, legacy=False)
+    assert fingerprint(plain) == fingerprint(plain, legacy=True)  # no connection options
 
 
 def test_bench_progress_shows_the_steps_of_the_problem_in_flight(
@@ -430,3 +430,18 @@ def test_plots_say_what_they_show_and_tell_policies_apart(tmp_path: Path) -> Non
     )
     for plot in (plot_accuracy_latency, plot_latency_phases):
         assert plot(runs, tmp_path / f"{plot.__name__}.png").stat().st_size > 10_000
+
+
+def test_a_solver_written_before_on_step_still_benches(tmp_path: Path) -> None:
+    class OldSolver:
+        def __init__(self, specs: Specs) -> None:
+            self.specs = specs
+
+        def solve(self, question: str, *, policy: Any = None, options: Any = None) -> Any:
+            return self.specs.solve(question, policy=policy, options=options)
+
+    problems = toy_problems(write_toy_dataset(tmp_path / "toy.jsonl", size=2))
+    spec = BenchSpec(dataset="toy", problems=problems, policy="specs")
+    with Specs.from_config(TOY) as specs:
+        summary = run_bench(OldSolver(specs), spec, tmp_path / "run", progress=True)
+    assert summary["n"] == 2 and summary["n_errors"] == 0

@@ -27,8 +27,9 @@ def test_thread_counts_that_crash_or_hang_llama_cpp_are_refused() -> None:
 def test_a_context_longer_than_the_model_was_trained_on_is_refused() -> None:
     with pytest.raises(ValueError, match="less than or equal to 16777216"):
         LlamaCppOptions(model=EMBEDDED, n_ctx=2_000_000_000)  # was OOM-killed
-    with pytest.raises(ConfigError, match=r"n_ctx 1000000 is longer than the \d+ tokens"):
-        _ = LlamaCppModel(LlamaCppOptions(model=EMBEDDED, n_ctx=1_000_000, n_threads=1)).runtime
+    too_long = LlamaCppOptions(model=EMBEDDED, n_ctx=1_000_000, n_threads=1, n_seq_max=4)
+    with pytest.raises(ConfigError, match=r"n_ctx 1000000 is more than 4 sequences .* of the"):
+        _ = LlamaCppModel(too_long).runtime
     model = LlamaCppModel(LlamaCppOptions(model=EMBEDDED, n_ctx=256, n_threads=1))
     assert model.runtime.n_ctx == 256
     model.close()

@@ -31,6 +31,7 @@ __all__ = [
     "SpecsConfig",
     "apply_overrides",
     "load_config",
+    "load_yaml_file",
     "parse_override",
     "validate_options",
 ]
@@ -241,7 +242,12 @@ def _safe_yaml(text: str, name: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _read_yaml(path: Path) -> Any:
+def load_yaml_file(path: Path) -> Any:
+    """A YAML file's data, read with the config's guards (size, UTF-8, alias bombs).
+
+    Raises:
+        ConfigError: the file is missing, too large, not UTF-8 or not valid YAML.
+    """
     name = repr(str(path))
     if not path.is_file():
         raise ConfigError(f"config file {name} does not exist; pass an existing YAML file")
@@ -282,7 +288,7 @@ def load_config(
         data, name = dict(source), "config"
     else:
         path = Path(source)
-        data, name = _read_yaml(path), str(path)
+        data, name = load_yaml_file(path), str(path)
     if overrides:
         if data is not None and not isinstance(data, Mapping):
             raise ConfigError(f"{name}: a config must be a mapping with draft/target/reward/policy")

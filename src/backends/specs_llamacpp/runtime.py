@@ -89,13 +89,15 @@ def _available_memory() -> int | None:
     return None
 
 
-def _check_context(model: llama_cpp.llama_model_p, path: Path, n_ctx: int) -> None:
-    """Refuse a context longer than the model was trained on or than memory can hold."""
+def _check_context(model: llama_cpp.llama_model_p, path: Path, n_ctx: int, n_seq_max: int) -> None:
+    """Refuse a context that no use of the model needs (more than its training context for
+    each of ``n_seq_max`` sequences: the cells are shared by all sequences) or that memory
+    cannot hold."""
     trained = int(llama_cpp.llama_model_n_ctx_train(model))
-    if trained > 0 and n_ctx > trained:
+    if trained > 0 and n_ctx > trained * n_seq_max:
         raise ConfigError(
-            f"n_ctx {n_ctx} is longer than the {trained} tokens {path.name} was trained on; set "
-            f"n_ctx to at most {trained}"
+            f"n_ctx {n_ctx} is more than {n_seq_max} sequences (n_seq_max) of the {trained} "
+            f"tokens {path.name} was trained on; set n_ctx to at most {trained * n_seq_max}"
         )
     heads = max(1, int(llama_cpp.llama_model_n_head(model)))
     kv_width = int(llama_cpp.llama_model_n_embd(model)) // heads
@@ -161,7 +163,7 @@ class LlamaRuntime:
                 "supported architecture (set verbose: true to see llama.cpp's own message)"
             )
         try:
-            _check_context(self._model, path, n_ctx)
+            _check_context(self._model, path, n_ctx, n_seq_max)
         except ConfigError:
             if self._owns_model:
                 llama_cpp.llama_model_free(self._model)

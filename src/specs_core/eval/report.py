@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from specs_core.config import load_yaml_file
 from specs_core.errors import InvalidInputError, SpecsError, install_hint
 from specs_core.eval.results import ResultsLog, TraceLog, summarize
 from specs_core.eval.stats import PairedDifference, auc, paired_difference, quantile
@@ -356,8 +355,8 @@ def _label(run: Run) -> str:
 
 def _policy_n(run: Run) -> object:
     try:
-        config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        config = load_yaml_file(run.path / "config.yaml") or {}
+    except SpecsError:
         return None
     policy = config.get("policy") if isinstance(config, dict) else None
     return policy.get("n") if isinstance(policy, dict) else None
@@ -365,6 +364,8 @@ def _policy_n(run: Run) -> object:
 
 def _plot_title(what: str, runs: Sequence[Run]) -> str:
     """``what``, the datasets, the problem counts and ``n`` when the runs share them."""
+    if not runs:
+        return what
     datasets = sorted({str(r.summary.get("dataset")) for r in runs})
     counts = sorted({int(r.summary["n"]) for r in runs})
     ns = {_policy_n(r) for r in runs} - {None}

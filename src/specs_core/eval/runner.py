@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import sys
@@ -99,7 +100,8 @@ class Solver(Protocol):
         options: Mapping[str, Any] | None = None,
         on_step: StepCallback | None = None,
     ) -> SearchResult:
-        """Solve one question with a policy and its options, reporting each committed step."""
+        """Solve one question with a policy and its options, reporting each committed step
+        (a solver without ``on_step`` still works: the progress display then skips steps)."""
         ...
 
 
@@ -292,6 +294,17 @@ def _postfix(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"acc {acc:.1%} lat {lat}" + (f" err {errors}" if errors else "")
 
 
+def _accepts_on_step(solver: Solver) -> bool:
+    """Whether ``solver.solve`` takes ``on_step`` (solvers written before it was added don't)."""
+    try:
+        parameters = inspect.signature(solver.solve).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_step" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
 def _step_display(bar: Any, head: str, problem_id: str, start: float) -> StepCallback:
     """A step callback showing the problem's progress (step, source, seconds) on the bar, so
     that a long problem does not look frozen."""
@@ -384,6 +397,7 @@ def _run_bench(
     if done:
         log.info("%s: resuming, %d of %d problems already done", out, len(done), len(spec.problems))
     meta = _run_meta(spec, fp)
+    takes_steps = _accepts_on_step(solver)
     bar = _progress(len(spec.problems), len(done), f"{spec.dataset} {spec.policy}", progress)
     bar.set_postfix_str(_postfix(rows))
     try:
@@ -398,7 +412,7 @@ def _run_bench(
                         problem.question,
                         policy=spec.policy,
                         options=spec.options,
-                        on_step=show_step,
+                        **({"on_step": show_step} if takes_steps else {}),
                     )
             except FATAL_ERRORS:
                 raise
