@@ -298,14 +298,18 @@ def test_a_full_cache_is_a_clear_error_and_leaves_no_partial_file(
 
 
 def test_partials_of_killed_assemblies_are_removed_and_live_ones_kept(site: Path) -> None:
+    from specs_core.filelock import lock_exclusive
+
     model = _fake_model()
     cache_dir().mkdir(parents=True)
-    dead = cache_dir() / f".{model.filename}.999999999.abc.partial"
-    live = cache_dir() / f".{model.filename}.{os.getpid()}.def.partial"
+    dead = cache_dir() / f".{model.filename}.abc.partial"
+    live = cache_dir() / f".{model.filename}.def.partial"
     for partial in (dead, live):
         partial.write_bytes(b"x" * 100)
-    prepare_embedded(model)
-    assert not dead.exists() and live.exists()
+    with live.open("rb+") as writing:  # as an assembly running in another process holds it
+        lock_exclusive(writing)
+        prepare_embedded(model)
+        assert not dead.exists() and live.exists()
 
 
 def test_a_corrupted_file_given_back_its_mtime_is_verified_again(site: Path) -> None:

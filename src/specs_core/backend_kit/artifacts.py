@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specs_core.errors import InvalidInputError, ModelCacheError, ModelNotFoundError
+from specs_core.filelock import lock_exclusive
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -384,29 +385,19 @@ def prepare_embedded(model: EmbeddedModel, *, progress: bool = False, force: boo
         return _assemble(model, parts, target, progress)
 
 
-def _partial_prefix(target: Path, pid: int) -> str:
-    return f".{target.name}.{pid}."
-
-
 def _remove_stale_partials(target: Path) -> None:
-    """Delete the temporary files of assemblies whose process has died (a killed ``specs
-    models prepare`` leaves one as large as the model)."""
+    """Delete the temporary files of assemblies that were killed (a killed ``specs models
+    prepare`` leaves one as large as the model). A running assembly holds a lock on its file,
+    so only files nobody holds are removed."""
     for partial in target.parent.glob(f".{target.name}.*.partial"):
-        pid_text = partial.name[len(target.name) + 2 :].split(".", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
-            continue
+        try:
+            with partial.open("rb+") as handle:
+                lock_exclusive(handle)
+        except OSError:
+            continue  # being written, or gone
         log.info("removing %s, left by an interrupted assembly", partial)
-        partial.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _cache_error(model: EmbeddedModel, where: Path, error: OSError) -> ModelCacheError:
@@ -426,7 +417,7 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path, progress: b
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(target)
         fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=_partial_prefix(target, os.getpid()), suffix=".partial"
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
         )
     except OSError as e:
         raise _cache_error(model, target.parent, e) from None
@@ -435,6 +426,7 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path, progress: b
     log.info("assembling %s from %d parts into %s", model.name, len(parts), target)
     try:
         with os.fdopen(fd, "wb") as out, _progress_bar(progress, total, model.name) as advance:
+            lock_exclusive(out)  # tells other processes this file is being written
             for part in parts:
                 with part.open("rb") as f:
                     while chunk := f.read(_CHUNK):

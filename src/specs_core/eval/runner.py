@@ -55,6 +55,7 @@ from specs_core.eval.results import (
     summarize,
     trace_record,
 )
+from specs_core.filelock import lock_exclusive
 from specs_core.search import Budget, spending
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
@@ -199,18 +200,6 @@ def _run_meta(spec: BenchSpec, fp: str) -> dict[str, Any]:
     }
 
 
-def _lock(handle: Any) -> None:
-    """Take an exclusive, non-blocking lock on an open file (released when it is closed)."""
-    if sys.platform == "win32":
-        import msvcrt
-
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
 @contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold ``out`` for this process; the OS releases the lock if the process dies.
@@ -221,7 +210,7 @@ def _exclusive(out: Path) -> Iterator[None]:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK_FILE, "a+b") as handle:
         try:
-            _lock(handle)
+            lock_exclusive(handle)
         except OSError:
             raise InvalidInputError(
                 f"{out} is being written by another specs bench or sweep process; wait for it "
