@@ -186,12 +186,22 @@ def test_a_hook_that_fails_half_way_leaves_nothing_registered() -> None:
 
 
 def test_a_misspelled_hook_is_reported_not_ignored() -> None:
+    newer = types.SimpleNamespace(__name__="newer")
+    newer.register_widgets = hookimpl(optionalhook=True)(lambda register: None)
     registry = build_registry(
         builtins=(),
         entry_points=False,
-        extra_plugins=[_plugin("typo", register_backend=lambda register: None)],
+        extra_plugins=[
+            _plugin(
+                "typo",
+                register_backend=lambda register: None,
+                register_policies=lambda register: register("mine", _backend_factory),
+            ),
+            newer,
+        ],
     )
-    assert "typo" not in registry.plugins
-    (failure,) = registry.failures
-    assert failure.plugin == "typo"
-    assert "register_backend" in failure.message and "register_backends" in failure.message
+    assert "typo" in registry.plugins and "mine" in registry.policies  # its other hooks work
+    assert not registry.failures
+    (warning,) = registry.warnings  # a hook of a newer specs, marked optional, is not one
+    assert warning.plugin == "typo"
+    assert "register_backend" in warning.message and "register_backends" in warning.message

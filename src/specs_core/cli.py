@@ -115,6 +115,7 @@ def plugins(
             "reward_models": entries(registry.reward_models),
             "policies": entries(registry.policies),
             "failures": [{"plugin": f.plugin, "message": f.message} for f in registry.failures],
+            "warnings": [{"plugin": w.plugin, "message": w.message} for w in registry.warnings],
         }
         typer.echo(json.dumps(data, indent=2))
         return
@@ -124,6 +125,11 @@ def plugins(
         console.print(
             f"[yellow]plugin {escape(terminal_safe(repr(failure.plugin)))} skipped: "
             f"{escape(terminal_safe(failure.message))}[/yellow]"
+        )
+    for warning in registry.warnings:
+        console.print(
+            f"[yellow]plugin {escape(terminal_safe(repr(warning.plugin)))}: "
+            f"{escape(terminal_safe(warning.message))}[/yellow]"
         )
 
 

@@ -153,6 +153,7 @@ class Registry:
     reward_models: dict[str, RewardSpec] = field(default_factory=dict)
     policies: dict[str, PolicySpec] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
+    warnings: list[PluginFailure] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     command_hooks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
@@ -359,14 +360,20 @@ def build_registry(
         except Exception as e:
             registry.failures.append(PluginFailure(name, f"cannot be registered: {e}"))
             return
-        unknown = sorted(c.name for c in pm.get_hookcallers(plugin) or () if not c.has_spec())
+        unknown = sorted(
+            caller.name
+            for caller in pm.get_hookcallers(plugin) or ()
+            if not caller.has_spec()
+            and not all(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin)
+        )
         if unknown:  # a misspelled hook would otherwise be ignored without a word
-            pm.unregister(plugin)
             known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-            registry.failures.append(
-                PluginFailure(name, f"implements unknown hooks {unknown}; the hooks are {known}")
+            message = (
+                f"implements unknown hooks {unknown}, which are never called (misspelled? the "
+                f"hooks are {known}; mark a hook of a newer specs with optionalhook=True)"
             )
-            return
+            registry.warnings.append(PluginFailure(name, message))
+            log.warning("plugin %r %s", name, message)
         registry.plugins.append(name)
 
     for module_name in builtins:
