@@ -39,7 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from specs_core.hookspecs import hookimpl
 from specs_core.protocols import ModelResolver, Scorer
 from specs_core.rewards import TokenTally
-from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT, as_generated
+from specs_core.text import (
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_SYSTEM_PROMPT,
+    as_generated,
+    partial_as_generated,
+)
 from specs_core.types import Prompt
 
 __all__ = ["LikelihoodOptions", "LikelihoodRewardModel"]
@@ -136,7 +141,7 @@ class LikelihoodRewardModel:
             for j in range(len(steps)):
                 key = self._key(question, steps[: j + 1])
                 if key not in todo and self._remembered(key) is None:
-                    partial = "".join(s + delimiter for s in steps[:j])
+                    partial = partial_as_generated(steps[:j], delimiter)
                     prompt = Prompt(question, partial, self.options.system)
                     todo[key] = (prompt, as_generated(steps[j], delimiter))
         if todo:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from specs_core.errors import CapabilityError, ConfigError, InvalidInputError
 from specs_core.hookspecs import hookimpl
 from specs_core.protocols import HiddenStateReader, ModelResolver
-from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT, as_generated
+from specs_core.text import DEFAULT_STEP_DELIMITER, DEFAULT_SYSTEM_PROMPT, partial_as_generated
 from specs_core.types import Prompt
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def step_prompts(
     stating the final answer by nothing), as the policies render a partial solution."""
     prompts = []
     for j in range(len(steps)):
-        partial = "".join(as_generated(s, delimiter) for s in steps[: j + 1])
+        partial = partial_as_generated(steps[: j + 1], delimiter)
         prompts.append(Prompt(question, partial, system))
     return prompts
 

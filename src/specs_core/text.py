@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT_STEP_DELIMITER",
@@ -10,6 +11,7 @@ __all__ = [
     "as_generated",
     "extract_answer",
     "extract_boxed",
+    "partial_as_generated",
     "split_steps",
     "states_final_answer",
     "step_content",
@@ -46,6 +48,11 @@ def as_generated(step: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
     token) gives the bare ``.`` a log-probability the model never sampled, often below -9.
     """
     return step if states_final_answer(step) else step + delimiter
+
+
+def partial_as_generated(steps: Sequence[str], delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
+    """A partial solution as the model wrote it: each step :func:`as_generated`, in order."""
+    return "".join(as_generated(s, delimiter) for s in steps)
 
 
 def split_steps(text: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> list[str]:
