@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from specs_core.errors import ConfigError
+from specs_core.errors import ConfigError, read_utf8
 
 __all__ = [
     "ROLE_NAMES",
@@ -253,12 +253,7 @@ def load_yaml_file(path: Path) -> Any:
         raise ConfigError(f"config file {name} does not exist; pass an existing YAML file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {name} is over {MAX_CONFIG_BYTES} bytes; not a config")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"config file {name} is not UTF-8 text (byte {e.start}); save it as UTF-8"
-        ) from None
+    text = read_utf8(path, "config file", ConfigError)
     try:
         return _safe_yaml(text, f"config file {name}")
     except yaml.YAMLError as e:

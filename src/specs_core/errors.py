@@ -6,6 +6,8 @@ names the problem and the fix, and is shown by the CLI as one line (exit code 2)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "DISTRIBUTION",
     "BackendError",
@@ -22,6 +24,7 @@ __all__ = [
     "RewardError",
     "SpecsError",
     "install_hint",
+    "read_utf8",
 ]
 
 
@@ -103,3 +106,18 @@ class ProtocolError(BackendError):
 
 class RewardError(SpecsError):
     """A reward model returned malformed scores (wrong length, NaN, out of range)."""
+
+
+def read_utf8(path: Path, what: str, error: type[SpecsError]) -> str:
+    """The text of the file ``path`` (described as ``what``, e.g. ``"config file"``).
+
+    Raises:
+        error: the file is not UTF-8 text (the message names the byte and the fix).
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); convert it to UTF-8 "
+            "first, e.g. with iconv -t UTF-8"
+        ) from None

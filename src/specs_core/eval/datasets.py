@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from specs_core.errors import InvalidInputError
+from specs_core.errors import InvalidInputError, read_utf8
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -95,13 +95,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """
     if not path.is_file():
         raise InvalidInputError(f"data file {str(path)!r} does not exist; pass an existing file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInputError(
-            f"data file {str(path)!r} is not UTF-8 text (byte {e.start}); convert it first, "
-            "e.g. iconv -t UTF-8"
-        ) from None
+    text = read_utf8(path, "data file", InvalidInputError)
     if path.suffix == ".json":
         try:
             data = json.loads(text)
