@@ -77,7 +77,14 @@ def test_sigint_during_bench_exits_130_keeps_the_rows_and_resumes(tmp_path: Path
     out = tmp_path / "run"
     # 20 ms a generated token: a problem takes a few seconds, so the signal lands mid-run
     cmd = _bench_cmd(out, 6, "--set", "target.ms_per_token=20")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell running the suite in the background ignores SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not _rows(out / "results.jsonl") and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -177,13 +177,13 @@ def test_the_in_process_engine_needs_sglang() -> None:
     if _has_module("sglang"):
         pytest.skip("sglang is installed here; the unavailable path cannot be shown")
     engine = SGLangModel(SGLangOptions(engine={"model_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
-    with pytest.raises(BackendUnavailableError, match=r"specs\[sglang-engine\]"):
+    with pytest.raises(BackendUnavailableError, match=r"specs-tts\[sglang-engine\]"):
         engine.generate([Prompt("q")], SamplingParams(max_tokens=1))
 
 
 def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "httpx", None)
-    with pytest.raises(BackendUnavailableError, match=r"specs\[sglang\]"):
+    with pytest.raises(BackendUnavailableError, match=r"specs-tts\[sglang\]"):
         SGLangModel(SGLangOptions(url="http://127.0.0.1:9")).generate(
             [Prompt("q")], SamplingParams(max_tokens=1)
         )
