@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from specs_core.backend_kit.http import HttpOptions
 from specs_core.errors import (
     BackendUnavailableError,
     CapabilityError,
@@ -133,21 +134,10 @@ class BenchSpec:
     budget: Budget | None = None
 
 
-#: Options that change how a server is reached, never what a model answers. They are left out
-#: of a run's identity, so a longer timeout or a rotated key does not stop a run from resuming.
-CONNECTION_OPTIONS = frozenset(
-    {
-        "timeout_s",
-        "connect_timeout_s",
-        "max_retries",
-        "backoff_s",
-        "backoff_max_s",
-        "max_concurrency",
-        "max_response_mb",
-        "api_key",
-        "api_key_env",
-    }
-)
+#: Options that change how a server is reached, never what a model answers: every connection
+#: option of the HTTP backends but the server's address. They are left out of a run's identity,
+#: so a longer timeout or a rotated key does not stop a run from resuming.
+CONNECTION_OPTIONS = frozenset(HttpOptions.model_fields) - {"url", "urls"}
 
 #: Options never written to disk: a run's ``config.yaml`` leaves them out (name the variable
 #: that holds a key with ``api_key_env`` instead).
