@@ -452,3 +452,37 @@ def test_a_solver_written_before_on_step_still_benches(tmp_path: Path) -> None:
     with Specs.from_config(TOY) as specs:
         summary = run_bench(OldSolver(specs), spec, tmp_path / "run", progress=True)
     assert summary["n"] == 2 and summary["n_errors"] == 0
+
+
+def test_a_cancelled_search_stops_before_its_next_model_call() -> None:
+    import threading
+
+    from specs_core.search import SearchCancelled, cancellable
+
+    event = threading.Event()
+    committed: list[int] = []
+
+    def on_step(step: Any) -> None:
+        committed.append(step.index)
+        event.set()  # cancel as soon as the first step is committed
+
+    with Specs.from_config(TOY) as specs, cancellable(event), pytest.raises(SearchCancelled):
+        specs.solve("What is 2 + 3?", policy="beam_search", on_step=on_step)
+    assert committed == [0]
+
+
+def test_a_budgets_until_event_ends_the_search_and_keeps_its_steps() -> None:
+    import threading
+
+    from specs_core.search import Budget
+    from specs_core.types import StopReason
+
+    until = threading.Event()
+    with Specs.from_config(TOY) as specs:
+        result = specs.solve(
+            "What is 2 + 3?",
+            policy="beam_search",
+            on_step=lambda step: until.set(),
+            budget=Budget(until=until),
+        )
+    assert len(result.steps) == 1 and result.stop_reason is StopReason.STOPPED

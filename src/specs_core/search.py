@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,12 +73,14 @@ __all__ = [
     "ModelChoice",
     "PolicyOptions",
     "Role",
+    "SearchCancelled",
     "SearchContext",
     "SearchPolicy",
     "SolutionOptions",
     "SolutionPath",
     "StepSearchOptions",
     "argmax",
+    "cancellable",
     "candidate",
     "commit_solution",
     "first_of_each_text",
@@ -258,6 +261,10 @@ class Budget:
 
     seconds: float | None = None
     tokens: int | None = None
+    until: threading.Event | None = field(default=None, compare=False)
+    """Set by the caller to end the search gracefully before its next model call, keeping the
+    committed steps (:attr:`~specs_core.types.StopReason.STOPPED`); unlike a cancellation
+    (:func:`cancellable`) the search still returns its result."""
 
     def __post_init__(self) -> None:
         if self.seconds is not None and not self.seconds > 0:
@@ -279,6 +286,30 @@ def spending(budget: Budget | None) -> Iterator[None]:
         yield
     finally:
         _budget.reset(token)
+
+
+class SearchCancelled(BaseException):
+    """Raised inside a search, before its next model call, once its caller cancelled it (see
+    :func:`cancellable`).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a policy's ``except Exception``
+    cannot swallow it.
+    """
+
+
+_cancel: ContextVar[threading.Event | None] = ContextVar("specs_cancel", default=None)
+
+
+@contextmanager
+def cancellable(event: threading.Event) -> Iterator[None]:
+    """Searches started inside the block (in this thread or task) stop before their next model
+    call once ``event`` is set, raising :class:`SearchCancelled`; the model they were calling
+    finishes that call first, then is free for other searches."""
+    token = _cancel.set(event)
+    try:
+        yield
+    finally:
+        _cancel.reset(token)
 
 
 class SearchContext:
@@ -325,6 +356,7 @@ class SearchContext:
         self.stop_reason: StopReason | None = None
         self._on_step = on_step
         self.budget = _budget.get()
+        self._cancel = _cancel.get()
         self._deadline = (
             time.monotonic() + self.budget.seconds
             if self.budget is not None and self.budget.seconds is not None
@@ -404,16 +436,24 @@ class SearchContext:
         )
 
     def check_budget(self) -> None:
-        """Raise when the search's :class:`Budget` is spent (called before each model call).
+        """Raise when the search's :class:`Budget` is spent or its caller cancelled it (called
+        before each model call).
 
         Raises:
             BudgetExceededError: the time or token budget is spent.
+            SearchCancelled: the search was cancelled (see :func:`cancellable`).
         """
+        if self._cancel is not None and self._cancel.is_set():
+            raise SearchCancelled(f"the {self.policy} search was cancelled by its caller")
         if self._deadline is not None and time.monotonic() > self._deadline:
             assert self.budget is not None and self.budget.seconds is not None
             raise BudgetExceededError(
                 f"the time budget of {self.budget.seconds:g} s is spent",
                 reason=StopReason.TIME_LIMIT.value,
+            )
+        if self.budget is not None and self.budget.until is not None and self.budget.until.is_set():
+            raise BudgetExceededError(
+                "the caller ended the search", reason=StopReason.STOPPED.value
             )
         if self.budget is not None and self.budget.tokens is not None:
             spent = self.acct.generated_tokens()

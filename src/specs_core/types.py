@@ -95,6 +95,9 @@ class StopReason(str, Enum):
     """The problem's time budget was spent (see :class:`specs_core.search.Budget`)."""
     TOKEN_LIMIT = "token_limit"
     """The problem's budget of generated tokens was spent."""
+    STOPPED = "stopped"
+    """The caller ended the search (its budget's ``until`` event was set, e.g. when a stop
+    string appeared in the committed text)."""
 
 
 class FinishReason(str, Enum):

@@ -1,7 +1,7 @@
 """``SpecsRunnable``: a LangChain runnable that answers a question with a specs search policy.
 
 Streaming is the source of truth: every call runs the search in a worker thread
-(:class:`~specs_langchain.streaming.SolveStream`) and turns each committed step into a
+(:class:`~specs_core.streaming.SolveStream`) and turns each committed step into a
 :class:`~specs_langchain.outputs.StepChunk` and a ``specs_step`` custom event, then the result
 into the final output and a ``specs_result`` custom event. ``invoke`` keeps the last item of that
 same stream, so streamed and non-streamed calls give the same final output for the same seed.
@@ -28,11 +28,11 @@ from specs_core.errors import InvalidInputError
 from specs_core.plugins import Registry
 from specs_core.resolution import resolve_policy
 from specs_core.solver import Specs
+from specs_core.streaming import Solve, SolveStream
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
 from specs_langchain.inputs import SpecsInput, SpecsQuestion, read_question
 from specs_langchain.outputs import SpecsOutput, StepChunk, StepTrace
-from specs_langchain.streaming import Solve, SolveStream
 
 __all__ = ["RESULT_EVENT", "SEARCH_FIELDS", "STEP_EVENT", "OutputKind", "SpecsRunnable"]
 

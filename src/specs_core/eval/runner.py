@@ -19,7 +19,6 @@ A ``config.yaml`` that no run wrote (no ``run.json`` beside it) is never overwri
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -168,7 +167,7 @@ def fingerprint(spec: BenchSpec, *, legacy: bool = False) -> str:
         "subset": dataset_digest(spec.problems),
     }
     if spec.budget is not None:  # absent otherwise: runs without a budget keep their identity
-        payload["budget"] = dataclasses.asdict(spec.budget)
+        payload["budget"] = {"seconds": spec.budget.seconds, "tokens": spec.budget.tokens}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

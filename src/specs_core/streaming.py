@@ -4,8 +4,8 @@ The search (``Specs.solve``) is blocking and reports each committed step through
 callback. :class:`SolveStream` runs it in a dedicated thread that feeds a queue, and is read
 either synchronously (``for item in stream``) or asynchronously (``async for item in
 stream.aiter()``) without blocking the event loop. The thread is always joined: a consumer that
-stops early cancels the search at its next committed step, and an error raised by the search is
-re-raised to the consumer.
+stops early cancels the search before its next model call (or at its next committed step,
+whichever comes first), and an error raised by the search is re-raised to the consumer.
 """
 
 from __future__ import annotations
@@ -15,22 +15,16 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 
+from specs_core.search import SearchCancelled, cancellable
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
-__all__ = ["SolveStream"]
+__all__ = ["Solve", "SolveStream"]
 
 Solve = Callable[[StepCallback], SearchResult]
 """Runs a search, calling its argument with each committed step, and returns the result."""
-
-
-class _Cancelled(BaseException):
-    """Raised inside the search when its consumer went away.
-
-    A ``BaseException`` so that a policy's ``except Exception`` cannot swallow it.
-    """
 
 
 @dataclass(frozen=True)
@@ -79,13 +73,14 @@ class SolveStream:
 
     def _on_step(self, record: StepRecord) -> None:
         if self._cancel.is_set():
-            raise _Cancelled
+            raise SearchCancelled("the consumer of the stream stopped reading")
         self._put(record)
 
     def _work(self) -> None:
         try:
-            result = self._solve(self._on_step)
-        except _Cancelled:
+            with cancellable(self._cancel):
+                result = self._solve(self._on_step)
+        except SearchCancelled:
             return  # the consumer stopped reading: nobody waits for the result
         except BaseException as e:  # handed to the consumer, which re-raises it
             self._put(_Failed(e))
@@ -121,7 +116,7 @@ class SolveStream:
             self._cancel.set()
             self._thread.join()
 
-    async def aiter(self) -> AsyncIterator[StepRecord | SearchResult]:
+    async def aiter(self) -> AsyncGenerator[StepRecord | SearchResult, None]:
         """Like iterating, but waits on the event loop instead of blocking it."""
         event = asyncio.Event()
         self._waker = (asyncio.get_running_loop(), event)

@@ -1,0 +1,434 @@
+"""What the HTTP layer calls: admission, one search per request, its steps and its result.
+
+:class:`SearchService` owns the loaded models (one :class:`~specs_core.solver.Specs`, shared by
+every request) and runs each request's search in a worker thread
+(:class:`~specs_core.streaming.SolveStream`). At most ``max_running`` searches run at once and at
+most ``max_waiting`` more wait for a slot; a request beyond that is refused at once
+(:class:`QueueFullError`, HTTP 429) rather than queued without bound. A consumer that stops
+reading (a client that disconnected) cancels its search before the search's next model call, and
+its slot is free once the worker thread has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+from specs_core.config import ROLE_NAMES
+from specs_core.errors import InvalidInputError
+from specs_core.resolution import resolve_policy
+from specs_core.search import Budget
+from specs_core.solver import Specs
+from specs_core.streaming import SolveStream
+from specs_core.types import SearchResult, StepCallback, StepRecord
+
+from specs_serve.metrics import Metrics
+from specs_serve.protocol import SearchRequest
+
+__all__ = [
+    "Admission",
+    "Outcome",
+    "QueueFullError",
+    "SearchJob",
+    "SearchService",
+    "StepEvent",
+    "StopScanner",
+    "Ticket",
+    "UnknownModelError",
+    "openai_usage",
+    "search_summary",
+    "step_summary",
+]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModelError(InvalidInputError):
+    """A request names a model the server does not offer."""
+
+
+class QueueFullError(Exception):
+    """Every slot is busy and the waiting line is full.
+
+    Attributes:
+        retry_after: seconds after which a retry has a fair chance (for ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StopScanner:
+    """Cuts a text arriving in pieces before the first of some stop strings.
+
+    :meth:`feed` returns what can be shown now: it holds back a tail that could be the start of
+    a stop string split across pieces, and :meth:`flush` returns it at the end.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.stopped = False
+        self.text = ""
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """Add ``piece``; return the text that is now safe to show."""
+        if self.stopped:
+            return ""
+        buffer = self._held + piece
+        cuts = [i for i in (buffer.find(stop) for stop in self.stops) if i >= 0]
+        if cuts:
+            self.stopped = True
+            self._held = ""
+            out = buffer[: min(cuts)]
+        else:
+            hold = max(
+                (
+                    k
+                    for stop in self.stops
+                    for k in range(1, len(stop))
+                    if buffer.endswith(stop[:k])
+                ),
+                default=0,
+            )
+            out, self._held = buffer[: len(buffer) - hold], buffer[len(buffer) - hold :]
+        self.text += out
+        return out
+
+    def flush(self) -> str:
+        """The held-back tail (the text ended without a stop string)."""
+        out, self._held = ("" if self.stopped else self._held), ""
+        self.text += out
+        return out
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """One request's search, validated.
+
+    Attributes:
+        model: the model id the client asked for (echoed in responses).
+        policy: the registered policy that runs.
+        options: policy options on top of the config's (validated).
+        question: the problem.
+        stops: stop strings.
+        token_limit: the most tokens the search may generate (``None``: no limit).
+        linear: each committed step extends the answer, so the answer can stream step by
+            step. ``False`` for multi-beam searches and for searches that set finished
+            candidates aside (``on_finished: continue``, the SPECS default): their answer is
+            chosen at the end, and their steps stream as reasoning.
+    """
+
+    model: str
+    policy: str
+    options: dict[str, Any]
+    question: str
+    stops: tuple[str, ...]
+    token_limit: int | None
+    linear: bool
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A committed step: the answer text it adds (linear searches), or else its text as
+    reasoning (the answer is chosen at the end)."""
+
+    record: StepRecord
+    content: str
+    reasoning: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The search's end: the rest of the answer text, why it ended, and the result."""
+
+    content: str
+    text: str
+    finish_reason: str
+    result: SearchResult
+
+
+def step_summary(record: StepRecord) -> dict[str, Any]:
+    """The ``specs`` extension of a streamed step (clients that do not know it ignore it)."""
+    return {
+        "step": record.index,
+        "text": record.text,
+        "beam": record.beam,
+        "source": record.source.value,
+        "decision": record.decision.value,
+        "reward": record.reward,
+        "drafted": record.drafted,
+        "accepted": record.accepted,
+        "candidates": len(record.candidates),
+    }
+
+
+def search_summary(result: SearchResult) -> dict[str, Any]:
+    """The ``specs`` extension of a response: the search's answer, steps, tokens and phases."""
+    return {
+        "policy": result.policy,
+        "answer": result.answer,
+        "stop_reason": result.stop_reason.value,
+        "finished": result.finished,
+        "final_score": result.final_score,
+        "steps": len(result.steps),
+        "draft_steps": result.draft_steps,
+        "target_steps": result.target_steps,
+        "accepted_draft_steps": result.accepted_draft_steps,
+        "rejected_draft_steps": result.rejected_draft_steps,
+        "switches": result.switches,
+        "latency_s": dict(result.usage.latency_s),
+        "tokens": {name: asdict(usage) for name, usage in result.usage.tokens.items()},
+    }
+
+
+def openai_usage(result: SearchResult) -> dict[str, Any]:
+    """OpenAI's ``usage`` object: every model's prompt and generated tokens.
+
+    ``completion_tokens`` counts every token the search generated (all candidates, all models),
+    the way a reasoning model counts its hidden reasoning tokens; the part beyond the answer's
+    own steps is reported as ``reasoning_tokens``.
+    """
+    tokens = result.usage.tokens.values()
+    prompt = sum(u.prompt for u in tokens)
+    generated = sum(u.generated for u in tokens)
+    cached = sum(u.cached for u in tokens)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": generated,
+        "total_tokens": prompt + generated,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+class Admission:
+    """At most ``slots`` holders at once and at most ``waiting`` more in line.
+
+    :meth:`reserve` takes a place in line or refuses at once; the place is then entered (waiting
+    for a slot) with ``async with``, or given back with :meth:`Ticket.abandon` when the request
+    ends before it ran.
+    """
+
+    def __init__(self, slots: int, waiting: int) -> None:
+        if slots < 1 or waiting < 0:
+            raise InvalidInputError(
+                f"max_running must be >= 1 and max_waiting >= 0 (got {slots}, {waiting})"
+            )
+        self.slots = slots
+        self.max_waiting = waiting
+        self.running = 0
+        self.waiting = 0
+        self._semaphore = asyncio.Semaphore(slots)
+        self._mean_s = 0.0
+
+    def reserve(self) -> Ticket:
+        """A place in line.
+
+        Raises:
+            QueueFullError: every slot is busy and the line is full.
+        """
+        if self.running + self.waiting >= self.slots + self.max_waiting:
+            raise QueueFullError(
+                f"the server is busy: {self.running} searches running and {self.waiting} "
+                f"waiting (max_running {self.slots}, max_waiting {self.max_waiting}); retry later",
+                self.retry_after(),
+            )
+        self.waiting += 1
+        return Ticket(self)
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the mean search time times the line's length."""
+        rounds = (self.waiting + 1) / self.slots
+        return max(1, math.ceil(self._mean_s * rounds))
+
+    def finished(self, seconds: float) -> None:
+        """Record a finished search's wall time (for :meth:`retry_after`)."""
+        self._mean_s = seconds if self._mean_s == 0 else 0.8 * self._mean_s + 0.2 * seconds
+
+
+class Ticket:
+    """A place in an :class:`Admission` line; ``async with`` waits for a slot and holds it."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self._state = "waiting"
+
+    async def __aenter__(self) -> Ticket:
+        admission = self._admission
+        try:
+            await admission._semaphore.acquire()
+        finally:
+            admission.waiting -= 1
+            self._state = "done"
+        self._state = "running"
+        admission.running += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "done"
+        self._admission.running -= 1
+        self._admission._semaphore.release()
+
+    def abandon(self) -> None:
+        """Give the place back if it was never entered (the request ended before it ran)."""
+        if self._state == "waiting":
+            self._state = "done"
+            self._admission.waiting -= 1
+
+
+class SearchService:
+    """The served configuration: its models, the policies it offers, and request admission.
+
+    Args:
+        specs: the loaded configuration (shared by every request; closed by :meth:`close`).
+        name: the configuration's model id (its own policy and options).
+        max_running: searches that run at once.
+        max_waiting: requests that may wait for a slot; more are refused (HTTP 429).
+    """
+
+    def __init__(self, specs: Specs, name: str, *, max_running: int, max_waiting: int) -> None:
+        self.specs = specs
+        self.name = name
+        self.admission = Admission(max_running, max_waiting)
+        self.started = time.time()
+        self._ids = itertools.count(1)
+        self.metrics = Metrics(
+            {
+                "specs_queue_depth": ("Requests waiting for a search slot.", self._waiting),
+                "specs_searches_running": ("Searches running now.", self._running),
+            }
+        )
+
+    def _waiting(self) -> float:
+        return self.admission.waiting
+
+    def _running(self) -> float:
+        return self.admission.running
+
+    # -- models -------------------------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        """The configuration's name, then every registered policy its models can run."""
+        config = self.specs.config
+        have = {role for role in ROLE_NAMES if getattr(config, role) is not None}
+        if config.reward is not None:
+            have.add("reward")
+        ids = [self.name]
+        for name, spec in sorted(self.specs.registry.policies.items()):
+            if name != self.name and spec.unavailable_reason() is None and set(spec.roles) <= have:
+                ids.append(name)
+        return ids
+
+    def job(self, request: SearchRequest, question: str, system: str | None) -> SearchJob:
+        """Validate a request's model and options into a job.
+
+        Raises:
+            UnknownModelError: an unknown model.
+            ConfigError: an option the policy does not take, or a bad value (naming it).
+        """
+        if request.model not in self.model_ids():
+            raise UnknownModelError(
+                f"unknown model {request.model!r}; this server offers "
+                f"{', '.join(self.model_ids())} (GET /v1/models)"
+            )
+        policy = None if request.model == self.name else request.model
+        options = dict(request.specs or {})
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if system is not None:
+            options["system_prompt"] = system
+        resolved = resolve_policy(self.specs.config, policy, options, self.specs.registry)
+        return SearchJob(
+            model=request.model,
+            policy=resolved.name,
+            options=options,
+            question=question,
+            stops=request.stop_strings(),
+            token_limit=request.token_limit(),
+            linear=(
+                getattr(resolved.options, "beam_width", 1) <= 1
+                and getattr(resolved.options, "on_finished", "stop") == "stop"
+            ),
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, job: SearchJob) -> AsyncIterator[StepEvent | Outcome]:
+        """Run ``job``'s search: each committed step, then the outcome.
+
+        Closing the iterator early (a client that went away) cancels the search before its next
+        model call and waits for its thread. A stop string in the committed text ends the search
+        gracefully before its next model call; the answer ends before the stop string.
+        """
+        until = threading.Event()
+        budget = Budget(tokens=job.token_limit, until=until)
+
+        def solve(on_step: StepCallback) -> SearchResult:
+            watch = StopScanner(job.stops)  # in the search's thread: stops before its next call
+
+            def step(record: StepRecord) -> None:
+                on_step(record)
+                if job.linear and job.stops:
+                    watch.feed(record.text)
+                    if watch.stopped:
+                        until.set()
+
+            return self.specs.solve(
+                job.question, policy=job.policy, options=job.options, on_step=step, budget=budget
+            )
+
+        scanner = StopScanner(job.stops)
+        raw = ""
+        stream = SolveStream(solve, name=f"specs-serve-{next(self._ids)}")
+        items = stream.aiter()
+        start = time.monotonic()
+        try:
+            async for item in items:
+                if isinstance(item, StepRecord):
+                    self.metrics.step(item.source.value)
+                    if job.linear:
+                        raw += item.text
+                        yield StepEvent(item, scanner.feed(item.text), "")
+                    else:
+                        yield StepEvent(item, "", item.text)
+                    continue
+                yield self._outcome(job, item, scanner, raw)
+        finally:
+            await items.aclose()
+            self.admission.finished(time.monotonic() - start)
+
+    def _outcome(
+        self, job: SearchJob, result: SearchResult, scanner: StopScanner, raw: str
+    ) -> Outcome:
+        for name, usage in result.usage.tokens.items():
+            self.metrics.tokens(name, usage.generated)
+        if not job.linear:  # the answer is known only now: send it whole
+            content = scanner.feed(result.text)
+        elif result.text.startswith(raw):
+            content = scanner.feed(result.text[len(raw) :])
+        else:  # a policy marked linear whose answer is not its steps: keep what was sent
+            log.warning("%s: the answer does not extend the streamed steps", job.policy)
+            content = ""
+        content += scanner.flush()
+        finish = "stop" if scanner.stopped or result.finished else "length"
+        return Outcome(content=content, text=scanner.text, finish_reason=finish, result=result)
+
+    def close(self) -> None:
+        """Free the models."""
+        self.specs.close()
