@@ -26,7 +26,6 @@ __all__ = [
     "QueueFullError",
     "SearchJob",
     "SearchService",
-    "StopScanner",
     "create_app",
 ]
 
@@ -37,7 +36,6 @@ _HOMES = {
     "QueueFullError": "specs_serve.service",
     "SearchJob": "specs_serve.service",
     "SearchService": "specs_serve.service",
-    "StopScanner": "specs_serve.service",
     "create_app": "specs_serve.app",
 }
 

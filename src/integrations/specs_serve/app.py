@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
+from specs_core.answering import AnswerEnd, AnswerStep, search_summary, step_summary
 from specs_core.errors import BudgetExceededError, ContextOverflowError, SpecsError
 from specs_core.text import terminal_safe
 from starlette.applications import Starlette
@@ -38,16 +39,12 @@ from starlette.routing import Route
 
 from specs_serve.protocol import ChatCompletionRequest, CompletionRequest, SearchRequest
 from specs_serve.service import (
-    Outcome,
     QueueFullError,
     SearchJob,
     SearchService,
-    StepEvent,
     Ticket,
     UnknownModelError,
     openai_usage,
-    search_summary,
-    step_summary,
 )
 
 __all__ = ["create_app"]
@@ -183,10 +180,10 @@ class _Api:
     ) -> Response:
         start = time.monotonic()
 
-        async def outcome() -> Outcome:
+        async def outcome() -> AnswerEnd:
             async with ticket:
                 async for event in self.service.run(job):
-                    if isinstance(event, Outcome):
+                    if isinstance(event, AnswerEnd):
                         return event
             raise RuntimeError("the search ended without a result")
 
@@ -230,7 +227,7 @@ class _Api:
         try:
             async with ticket:
                 async for event in self.service.run(job):
-                    if isinstance(event, StepEvent):
+                    if isinstance(event, AnswerStep):
                         delta = _delta(event.content, first, chat, event.reasoning)
                         first = False
                         chunk = _chunk(ident, created, job, delta, None, chat)
@@ -323,7 +320,7 @@ def _chunk(
     }
 
 
-def _completion(job: SearchJob, outcome: Outcome, chat: bool) -> dict[str, Any]:
+def _completion(job: SearchJob, outcome: AnswerEnd, chat: bool) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "finish_reason": outcome.finish_reason, "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": outcome.text}

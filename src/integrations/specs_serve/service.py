@@ -12,40 +12,31 @@ its slot is free once the worker thread has stopped.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from specs_core.answering import AnswerEvent, AnswerStep, AnswerStream
 from specs_core.config import ROLE_NAMES
 from specs_core.errors import InvalidInputError
-from specs_core.resolution import resolve_policy
-from specs_core.search import Budget
 from specs_core.solver import Specs
-from specs_core.streaming import SolveStream
-from specs_core.types import SearchResult, StepCallback, StepRecord
+from specs_core.types import SearchResult
 
 from specs_serve.metrics import Metrics
 from specs_serve.protocol import SearchRequest
 
 __all__ = [
     "Admission",
-    "Outcome",
     "QueueFullError",
     "SearchJob",
     "SearchService",
-    "StepEvent",
-    "StopScanner",
     "Ticket",
     "UnknownModelError",
     "openai_usage",
-    "search_summary",
-    "step_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,128 +58,17 @@ class QueueFullError(Exception):
         self.retry_after = retry_after
 
 
-class StopScanner:
-    """Cuts a text arriving in pieces before the first of some stop strings.
-
-    :meth:`feed` returns what can be shown now: it holds back a tail that could be the start of
-    a stop string split across pieces, and :meth:`flush` returns it at the end.
-    """
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.stopped = False
-        self.text = ""
-        self._held = ""
-
-    def feed(self, piece: str) -> str:
-        """Add ``piece``; return the text that is now safe to show."""
-        if self.stopped:
-            return ""
-        buffer = self._held + piece
-        cuts = [i for i in (buffer.find(stop) for stop in self.stops) if i >= 0]
-        if cuts:
-            self.stopped = True
-            self._held = ""
-            out = buffer[: min(cuts)]
-        else:
-            hold = max(
-                (
-                    k
-                    for stop in self.stops
-                    for k in range(1, len(stop))
-                    if buffer.endswith(stop[:k])
-                ),
-                default=0,
-            )
-            out, self._held = buffer[: len(buffer) - hold], buffer[len(buffer) - hold :]
-        self.text += out
-        return out
-
-    def flush(self) -> str:
-        """The held-back tail (the text ended without a stop string)."""
-        out, self._held = ("" if self.stopped else self._held), ""
-        self.text += out
-        return out
-
-
 @dataclass(frozen=True)
 class SearchJob:
-    """One request's search, validated.
+    """One request's search, validated (not started yet).
 
     Attributes:
         model: the model id the client asked for (echoed in responses).
-        policy: the registered policy that runs.
-        options: policy options on top of the config's (validated).
-        question: the problem.
-        stops: stop strings.
-        token_limit: the most tokens the search may generate (``None``: no limit).
-        linear: each committed step extends the answer, so the answer can stream step by
-            step. ``False`` for multi-beam searches and for searches that set finished
-            candidates aside (``on_finished: continue``, the SPECS default): their answer is
-            chosen at the end, and their steps stream as reasoning.
+        answer: the search, as answer events.
     """
 
     model: str
-    policy: str
-    options: dict[str, Any]
-    question: str
-    stops: tuple[str, ...]
-    token_limit: int | None
-    linear: bool
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """A committed step: the answer text it adds (linear searches), or else its text as
-    reasoning (the answer is chosen at the end)."""
-
-    record: StepRecord
-    content: str
-    reasoning: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The search's end: the rest of the answer text, why it ended, and the result."""
-
-    content: str
-    text: str
-    finish_reason: str
-    result: SearchResult
-
-
-def step_summary(record: StepRecord) -> dict[str, Any]:
-    """The ``specs`` extension of a streamed step (clients that do not know it ignore it)."""
-    return {
-        "step": record.index,
-        "text": record.text,
-        "beam": record.beam,
-        "source": record.source.value,
-        "decision": record.decision.value,
-        "reward": record.reward,
-        "drafted": record.drafted,
-        "accepted": record.accepted,
-        "candidates": len(record.candidates),
-    }
-
-
-def search_summary(result: SearchResult) -> dict[str, Any]:
-    """The ``specs`` extension of a response: the search's answer, steps, tokens and phases."""
-    return {
-        "policy": result.policy,
-        "answer": result.answer,
-        "stop_reason": result.stop_reason.value,
-        "finished": result.finished,
-        "final_score": result.final_score,
-        "steps": len(result.steps),
-        "draft_steps": result.draft_steps,
-        "target_steps": result.target_steps,
-        "accepted_draft_steps": result.accepted_draft_steps,
-        "rejected_draft_steps": result.rejected_draft_steps,
-        "switches": result.switches,
-        "latency_s": dict(result.usage.latency_s),
-        "tokens": {name: asdict(usage) for name, usage in result.usage.tokens.items()},
-    }
+    answer: AnswerStream
 
 
 def openai_usage(result: SearchResult) -> dict[str, Any]:
@@ -305,7 +185,6 @@ class SearchService:
         self.name = name
         self.admission = Admission(max_running, max_waiting)
         self.started = time.time()
-        self._ids = itertools.count(1)
         self.metrics = Metrics(
             {
                 "specs_queue_depth": ("Requests waiting for a search slot.", self._waiting),
@@ -345,89 +224,41 @@ class SearchService:
                 f"unknown model {request.model!r}; this server offers "
                 f"{', '.join(self.model_ids())} (GET /v1/models)"
             )
-        policy = None if request.model == self.name else request.model
         options = dict(request.specs or {})
         if request.temperature is not None:
             options["temperature"] = request.temperature
         if request.seed is not None:
             options["seed"] = request.seed
-        if system is not None:
-            options["system_prompt"] = system
-        resolved = resolve_policy(self.specs.config, policy, options, self.specs.registry)
-        return SearchJob(
-            model=request.model,
-            policy=resolved.name,
+        answer = AnswerStream(
+            self.specs,
+            question,
+            policy=None if request.model == self.name else request.model,
             options=options,
-            question=question,
+            system=system,
             stops=request.stop_strings(),
             token_limit=request.token_limit(),
-            linear=(
-                getattr(resolved.options, "beam_width", 1) <= 1
-                and getattr(resolved.options, "on_finished", "stop") == "stop"
-            ),
         )
+        return SearchJob(request.model, answer)
 
     # -- running ------------------------------------------------------------------------------
 
-    async def run(self, job: SearchJob) -> AsyncIterator[StepEvent | Outcome]:
-        """Run ``job``'s search: each committed step, then the outcome.
-
-        Closing the iterator early (a client that went away) cancels the search before its next
-        model call and waits for its thread. A stop string in the committed text ends the search
-        gracefully before its next model call; the answer ends before the stop string.
-        """
-        until = threading.Event()
-        budget = Budget(tokens=job.token_limit, until=until)
-
-        def solve(on_step: StepCallback) -> SearchResult:
-            watch = StopScanner(job.stops)  # in the search's thread: stops before its next call
-
-            def step(record: StepRecord) -> None:
-                on_step(record)
-                if job.linear and job.stops:
-                    watch.feed(record.text)
-                    if watch.stopped:
-                        until.set()
-
-            return self.specs.solve(
-                job.question, policy=job.policy, options=job.options, on_step=step, budget=budget
-            )
-
-        scanner = StopScanner(job.stops)
-        raw = ""
-        stream = SolveStream(solve, name=f"specs-serve-{next(self._ids)}")
-        items = stream.aiter()
+    async def run(self, job: SearchJob) -> AsyncIterator[AnswerEvent]:
+        """Run ``job``'s search: each committed step, then the end (see
+        :class:`~specs_core.answering.AnswerStream`); closing the iterator early (a client that
+        went away) cancels the search before its next model call and waits for its thread."""
+        events = job.answer.aiter()
         start = time.monotonic()
         try:
-            async for item in items:
-                if isinstance(item, StepRecord):
-                    self.metrics.step(item.source.value)
-                    if job.linear:
-                        raw += item.text
-                        yield StepEvent(item, scanner.feed(item.text), "")
-                    else:
-                        yield StepEvent(item, "", item.text)
-                    continue
-                yield self._outcome(job, item, scanner, raw)
+            async for event in events:
+                if isinstance(event, AnswerStep):
+                    self.metrics.step(event.record.source.value)
+                else:
+                    for name, usage in event.result.usage.tokens.items():
+                        self.metrics.tokens(name, usage.generated)
+                yield event
         finally:
-            await items.aclose()
+            await events.aclose()
             self.admission.finished(time.monotonic() - start)
-
-    def _outcome(
-        self, job: SearchJob, result: SearchResult, scanner: StopScanner, raw: str
-    ) -> Outcome:
-        for name, usage in result.usage.tokens.items():
-            self.metrics.tokens(name, usage.generated)
-        if not job.linear:  # the answer is known only now: send it whole
-            content = scanner.feed(result.text)
-        elif result.text.startswith(raw):
-            content = scanner.feed(result.text[len(raw) :])
-        else:  # a policy marked linear whose answer is not its steps: keep what was sent
-            log.warning("%s: the answer does not extend the streamed steps", job.policy)
-            content = ""
-        content += scanner.flush()
-        finish = "stop" if scanner.stopped or result.finished else "length"
-        return Outcome(content=content, text=scanner.text, finish_reason=finish, result=result)
 
     def close(self) -> None:
         """Free the models."""
