@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,6 +159,10 @@ class AnswerStream:
         stops: stop strings.
         token_limit: the most tokens the search may generate over all its candidates and models
             (``None``: no limit).
+        seconds: the most wall-clock seconds the search may take (``None``: no limit).
+        reproducible: run it as :meth:`~specs_core.solver.Specs.reproducible` says, so that
+            concurrent searches give the results they give alone (at the cost of running one at
+            a time on engines such as llama.cpp).
 
     Raises:
         PluginError: the policy is unknown.
@@ -174,6 +179,8 @@ class AnswerStream:
         system: str | None = None,
         stops: tuple[str, ...] = (),
         token_limit: int | None = None,
+        seconds: float | None = None,
+        reproducible: bool = False,
     ) -> None:
         self._options = dict(options or {})
         if system is not None:
@@ -187,8 +194,9 @@ class AnswerStream:
         self._specs = specs
         self._question = question
         self._stops = stops
+        self._reproducible = reproducible
         self._until = threading.Event()
-        self._budget = Budget(tokens=token_limit, until=self._until)
+        self._budget = Budget(seconds=seconds, tokens=token_limit, until=self._until)
         self._scanner = StopScanner(stops)
         self._raw = ""
         self._stream = SolveStream(self._solve, name=f"specs-answer-{self.policy}")
@@ -203,13 +211,14 @@ class AnswerStream:
                 if watch.stopped:
                     self._until.set()
 
-        return self._specs.solve(
-            self._question,
-            policy=self.policy,
-            options=self._options,
-            on_step=step,
-            budget=self._budget,
-        )
+        with self._specs.reproducible(self.policy) if self._reproducible else nullcontext():
+            return self._specs.solve(
+                self._question,
+                policy=self.policy,
+                options=self._options,
+                on_step=step,
+                budget=self._budget,
+            )
 
     def _event(self, item: StepRecord | SearchResult) -> AnswerEvent:
         if isinstance(item, StepRecord):

@@ -9,9 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,6 +66,7 @@ class Specs:
         self._models: dict[str, LanguageModel] = {}
         self._reward: RewardModel | None = None
         self._lock = threading.RLock()
+        self._one_at_a_time = threading.Lock()
         self._closed = False
         self.registry.policy(config.policy.name)  # fail fast on an unknown policy
 
@@ -202,6 +204,23 @@ class Specs:
             return chosen.run(question, on_step=on_step)
         with spending(budget):
             return chosen.run(question, on_step=on_step)
+
+    @contextlib.contextmanager
+    def reproducible(self, policy: str | None = None) -> Iterator[None]:
+        """Run the searches of ``policy`` (default: the config's) that enter this block one at a
+        time when a model it uses cannot be called concurrently, or gives results that depend on
+        the calls interleaved before them (llama.cpp: its model lock serialises the calls anyway,
+        so this costs no throughput), so that concurrent searches give the results they give
+        alone. A no-op when every model it uses is concurrent and reproducible."""
+        roles = self.registry.policy(policy or self.config.policy.name).roles
+        models = [self.model(role) for role in roles if role in ROLE_NAMES]
+        if all(
+            m.capabilities.concurrent and m.capabilities.reproducible_interleaved for m in models
+        ):
+            yield
+            return
+        with self._one_at_a_time:
+            yield
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""LangChain integration: :class:`SpecsRunnable` runs a specs search policy inside LCEL chains.
+"""LangChain integration: :class:`SpecsRunnable` runs a specs search policy inside LCEL chains,
+and :class:`ChatSpecs` is a chat model whose answers come from one.
 
 Example:
     >>> from langchain_core.output_parsers import StrOutputParser
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from specs_core.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
+    from specs_langchain.chat_model import ChatSpecs
     from specs_langchain.inputs import SpecsInput, SpecsQuestion, read_question
     from specs_langchain.outputs import (
         CandidateTrace,
@@ -41,6 +43,7 @@ __all__ = [
     "SEARCH_FIELDS",
     "STEP_EVENT",
     "CandidateTrace",
+    "ChatSpecs",
     "OutputKind",
     "SpecsInput",
     "SpecsOutput",
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "ChatSpecs": "chat_model",
     "SpecsInput": "inputs",
     "SpecsQuestion": "inputs",
     "read_question": "inputs",

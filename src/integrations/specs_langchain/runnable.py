@@ -9,9 +9,6 @@ same stream, so streamed and non-streamed calls give the same final output for t
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +20,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.runnables import ConfigurableField, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, model_validator
-from specs_core.config import ROLE_NAMES, SpecsConfig
+from specs_core.config import SpecsConfig
 from specs_core.errors import InvalidInputError
 from specs_core.plugins import Registry
 from specs_core.resolution import resolve_policy
@@ -60,29 +57,6 @@ SEARCH_FIELDS: tuple[str, ...] = (
 """Fields that :meth:`SpecsRunnable.configurable_search` exposes by default."""
 
 _OPTION_FIELDS = ("n", "temperature", "max_steps", "seed", "tau_acc", "tau_sw", "beta")
-
-_serial_locks: weakref.WeakKeyDictionary[Specs, threading.Lock] = weakref.WeakKeyDictionary()
-_serial_locks_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def _serialised_if_needed(specs: Specs, policy: str) -> Iterator[None]:
-    """Run one search at a time on ``specs`` when a model it uses cannot be called concurrently,
-    or gives results that depend on the calls interleaved before them (llama.cpp: its model
-    lock serialises the calls anyway, so this costs no throughput and keeps batch results
-    equal to sequential ones)."""
-    roles = [r for r in specs.registry.policy(policy).roles if r in ROLE_NAMES]
-    if all(
-        specs.model(role).capabilities.concurrent
-        and specs.model(role).capabilities.reproducible_interleaved
-        for role in roles
-    ):
-        yield
-        return
-    with _serial_locks_guard:
-        lock = _serial_locks.setdefault(specs, threading.Lock())
-    with lock:
-        yield
 
 
 def _fold(chunks: Iterable[Any]) -> Any:
@@ -260,7 +234,7 @@ class SpecsRunnable(RunnableSerializable[SpecsInput, Any]):
         specs = self.specs
 
         def solve(on_step: StepCallback) -> SearchResult:
-            with _serialised_if_needed(specs, name):
+            with specs.reproducible(name):
                 return specs.solve(asked.question, policy=name, options=options, on_step=on_step)
 
         return solve
