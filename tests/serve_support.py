@@ -15,7 +15,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFIG = ROOT / "examples" / "configs" / "toy.yaml"
-_LISTENING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+)")
+_LISTENING = re.compile(r"specs serve: listening on http://([\d.]+):(\d+)")
 
 
 @dataclass

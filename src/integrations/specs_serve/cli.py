@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from specs_core.cli import ConfigOption, SetOption
@@ -67,7 +67,7 @@ def serve(
         Specs(resolved), model_id, max_running=max_running, max_waiting=max_waiting
     )
     app = create_app(service, api_key=api_key)
-    server = uvicorn.Server(
+    server = _server_class()(
         uvicorn.Config(
             app,
             host=host,
@@ -91,6 +91,28 @@ def serve(
             f"the server could not start on {host}:{port} (see the message above); "
             "choose another --port or --host"
         )
+
+
+def _listening_line(server: Any) -> None:
+    for listener in server.servers:
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            typer.echo(f"specs serve: listening on http://{host}:{port}", err=True)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, saying where it listens (the real port when --port 0) at any log
+        level."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _listening_line(self)
+
+    return Server
 
 
 def _run_until_signal(server: object) -> None:
