@@ -102,6 +102,9 @@ def test_wrong_options_are_refused_clearly() -> None:
         chat.invoke(QUESTION, top_k=3)
     with pytest.raises(ConfigError, match="no_such"):
         ChatSpecs(config=str(TOY), policy_options={"no_such": 1}).invoke(QUESTION)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(InvalidInputError, match="image_url content"):
+        chat.invoke([HumanMessage(content=[{"type": "text", "text": QUESTION}, image])])
     with pytest.raises(ValueError, match="api_key"):
         ChatSpecs(config=str(TOY), api_key="x")  # type: ignore[call-arg]
 

@@ -158,6 +158,14 @@ class ChatSpecs(BaseChatModel):
                 "policy) and stop=; set search options as fields, e.g. "
                 "ChatSpecs(policy_options={'n': 8})"
             )
+        for message in messages:
+            if isinstance(message.content, list):
+                kinds = {str(b.get("type")) for b in message.content if isinstance(b, dict)}
+                if kinds - {"text"}:
+                    other = ", ".join(sorted(kinds - {"text"}))
+                    raise InvalidInputError(
+                        f"a {message.type} message holds {other} content; ChatSpecs reads text only"
+                    )
         asked = read_question(messages)
         options = dict(self.policy_options)
         if self.temperature is not None:
