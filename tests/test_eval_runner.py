@@ -262,3 +262,55 @@ def test_traces_resume_with_the_rows_and_survive_a_torn_append(
     assert len(TraceLog(path).load()) == 6
     run_bench(specs, spec, out, progress=False, force=True, until=1)
     assert len(TraceLog(path).load()) == 1
+
+
+def _without_timing(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without what depends on when it ran: time, and prefix-cache hits (the cache holds
+    what earlier or concurrent searches left in it)."""
+    kept = {k: v for k, v in row.items() if k not in ("latency_s", "wall_s", "tokens")}
+    kept["tokens"] = {
+        model: {k: v for k, v in counts.items() if k != "cached"}
+        for model, counts in row["tokens"].items()
+    }
+    return kept
+
+
+def test_concurrency_4_gives_the_rows_of_concurrency_1(
+    specs: Specs, problems: list[Problem], tmp_path: Path
+) -> None:
+    spec = _spec(problems)
+    one = run_bench(specs, spec, tmp_path / "one", progress=False)
+    four = run_bench(specs, spec, tmp_path / "four", progress=False, concurrency=4)
+    rows = {
+        name: sorted(ResultsLog(tmp_path / name / "results.jsonl").load(), key=lambda r: r["id"])
+        for name in ("one", "four")
+    }
+    assert len(rows["four"]) == len(problems)
+    assert [_without_timing(r) for r in rows["four"]] == [_without_timing(r) for r in rows["one"]]
+    assert four["accuracy"] == one["accuracy"]
+    one_traces = TraceLog(tmp_path / "one" / "traces.jsonl.gz").load()
+    four_traces = TraceLog(tmp_path / "four" / "traces.jsonl.gz").load()
+    assert four_traces.keys() == one_traces.keys()
+    assert all(four_traces[i]["steps"] == one_traces[i]["steps"] for i in one_traces)
+
+
+def test_a_concurrent_run_resumes_and_stops_at_until(
+    specs: Specs, problems: list[Problem], tmp_path: Path
+) -> None:
+    spec = _spec(problems)
+    out = tmp_path / "run"
+    run_bench(specs, spec, out, progress=False, concurrency=3, until=5)
+    assert len(ResultsLog(out / "results.jsonl").load()) == 5
+    summary = run_bench(specs, spec, out, progress=False, concurrency=3)
+    ids = [r["id"] for r in ResultsLog(out / "results.jsonl").load()]
+    assert sorted(ids) == sorted(p.id for p in problems) and summary["complete"]
+
+
+def test_a_fatal_error_in_a_concurrent_run_stops_it_and_keeps_finished_rows(
+    specs: Specs, problems: list[Problem], tmp_path: Path
+) -> None:
+    solver = FailingSolver(specs, {problems[4].question}, ModelNotFoundError("gone"))
+    with pytest.raises(ModelNotFoundError):
+        run_bench(solver, _spec(problems), tmp_path / "run", progress=False, concurrency=2)
+    kept = ResultsLog(tmp_path / "run" / "results.jsonl").load()
+    assert problems[4].id not in {r["id"] for r in kept} and len(kept) < len(problems)

@@ -95,6 +95,16 @@ UntilOption = Annotated[
         help="Stop once the run holds N problems, counting those solved before.",
     ),
 ]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        "-j",
+        min=1,
+        help="Problems solved at once (for servers; the same results as one at a time where "
+        "the engine is deterministic; llama.cpp runs one search at a time anyway).",
+    ),
+]
 ProblemTimeoutOption = Annotated[
     float | None,
     typer.Option(
@@ -176,6 +186,7 @@ def bench(
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
     until: UntilOption = None,
+    concurrency: ConcurrencyOption = 1,
     problem_timeout: ProblemTimeoutOption = None,
     problem_max_tokens: ProblemTokensOption = None,
 ) -> None:
@@ -194,6 +205,7 @@ def bench(
         warmup=warmup,
         max_problems=max_problems,
         until=until,
+        concurrency=concurrency,
     )
     with _say_what_is_saved(out):
         summary = run_one(resolved, spec, out, run)
@@ -257,6 +269,7 @@ def sweep(
     warmup: WarmupOption = True,
     max_problems: MaxProblemsOption = None,
     until: UntilOption = None,
+    concurrency: ConcurrencyOption = 1,
     problem_timeout: ProblemTimeoutOption = None,
     problem_max_tokens: ProblemTokensOption = None,
 ) -> None:
@@ -273,6 +286,7 @@ def sweep(
         warmup=warmup,
         max_problems=max_problems,
         until=until,
+        concurrency=concurrency,
     )
     with _say_what_is_saved(out):
         dirs = run_sweep(

@@ -24,9 +24,11 @@ import inspect
 import json
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +58,7 @@ from specs_core.eval.results import (
     trace_record,
 )
 from specs_core.filelock import lock_exclusive
-from specs_core.search import Budget, spending
+from specs_core.search import Budget, SearchCancelled, cancellable, spending
 from specs_core.types import SearchResult, StepCallback, StepRecord
 
 __all__ = [
@@ -297,6 +299,79 @@ def _step_display(bar: Any, head: str, problem_id: str, start: float) -> StepCal
     return show
 
 
+def _solve_one(
+    solver: Solver,
+    spec: BenchSpec,
+    fp: str,
+    index: int,
+    problem: Problem,
+    on_step: StepCallback | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Solve one problem: its row, and its trace (``None`` when it raised)."""
+    start = time.perf_counter()
+    try:
+        with spending(spec.budget):
+            result = solver.solve(
+                problem.question,
+                policy=spec.policy,
+                options=spec.options,
+                **({"on_step": on_step} if on_step is not None else {}),
+            )
+    except FATAL_ERRORS:
+        raise
+    except Exception as e:
+        log.warning("problem %s raised %s: %s", problem.id, type(e).__name__, e)
+        row = error_row(
+            problem,
+            index,
+            e,
+            policy=spec.policy,
+            fingerprint=fp,
+            wall_s=time.perf_counter() - start,
+        )
+        return row, None
+    wall = time.perf_counter() - start
+    verdict = grade_problem(problem, result.text or (result.answer or ""))
+    row = result_row(problem, index, result, verdict, fingerprint=fp, wall_s=wall)
+    return row, trace_record(problem, index, result)
+
+
+def _solve_concurrently(
+    solver: Solver,
+    spec: BenchSpec,
+    fp: str,
+    todo: list[tuple[int, Problem]],
+    concurrency: int,
+    record: Callable[[dict[str, Any], dict[str, Any] | None], None],
+) -> None:
+    """Solve ``todo`` with ``concurrency`` searches in flight, recording each as it finishes
+    (in this thread). On Ctrl-C or a fatal error the searches in flight are cancelled before
+    their next model call and joined; what finished stays recorded."""
+    stop = threading.Event()
+    reproducible = getattr(solver, "reproducible", None)
+
+    def work(index: int, problem: Problem) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        with cancellable(stop):
+            if stop.is_set():
+                raise SearchCancelled("the run is stopping")
+            guard = reproducible(spec.policy) if reproducible is not None else nullcontext()
+            with guard:
+                return _solve_one(solver, spec, fp, index, problem, None)
+
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="specs-bench")
+    futures = [pool.submit(work, index, problem) for index, problem in todo]
+    try:
+        for future in as_completed(futures):
+            record(*future.result())
+    except BaseException:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def run_bench(
     solver: Solver,
     spec: BenchSpec,
@@ -308,6 +383,7 @@ def run_bench(
     warmup: bool = False,
     max_problems: int | None = None,
     until: int | None = None,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     """Solve every problem of ``spec`` not yet in ``out``, and write the summary.
 
@@ -324,6 +400,11 @@ def run_bench(
         until: stop once the run holds this many problems, counting those solved before. Unlike
             ``max_problems`` it names where a turn ends, so running a turn again does nothing
             and a run left behind by a crash catches up.
+        concurrency: problems solved at once (not part of the run's identity). Rows are
+            written as problems finish; a search's result does not depend on it where the
+            engine is deterministic under concurrent calls (remote servers, the toy backend);
+            searches on engines whose results depend on interleaved calls (llama.cpp) run one
+            at a time (:meth:`~specs_core.solver.Specs.reproducible`).
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -337,8 +418,19 @@ def run_bench(
     """
     out = Path(out)
     with _exclusive(out):
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
         return _run_bench(
-            solver, spec, out, force, retry_errors, progress, warmup, max_problems, until
+            solver,
+            spec,
+            out,
+            force,
+            retry_errors,
+            progress,
+            warmup,
+            max_problems,
+            until,
+            concurrency,
         )
 
 
@@ -352,6 +444,7 @@ def _run_bench(
     warmup: bool,
     max_problems: int | None,
     until: int | None,
+    concurrency: int,
 ) -> dict[str, Any]:
     fp = _prepare(out, spec, force)
     results = ResultsLog(out / RESULTS_FILE)
@@ -378,41 +471,24 @@ def _run_bench(
     takes_steps = _accepts_on_step(solver)
     bar = _progress(len(spec.problems), len(done), f"{spec.dataset} {spec.policy}", progress)
     bar.set_postfix_str(_postfix(rows))
+
+    def record(row: dict[str, Any], trace: dict[str, Any] | None) -> None:
+        if trace is not None:
+            traces.append(trace)
+        results.append(row)
+        rows.append(row)
+        bar.update(1)
+        bar.set_postfix_str(_postfix(rows))
+
     try:
         if todo and warmup:
             solver.solve(WARMUP_QUESTION, policy=spec.policy, options=spec.options)
-        for index, problem in todo:
-            start = time.perf_counter()
-            show_step = _step_display(bar, _postfix(rows), problem.id, start)
-            try:
-                with spending(spec.budget):
-                    result = solver.solve(
-                        problem.question,
-                        policy=spec.policy,
-                        options=spec.options,
-                        **({"on_step": show_step} if takes_steps else {}),
-                    )
-            except FATAL_ERRORS:
-                raise
-            except Exception as e:
-                log.warning("problem %s raised %s: %s", problem.id, type(e).__name__, e)
-                row = error_row(
-                    problem,
-                    index,
-                    e,
-                    policy=spec.policy,
-                    fingerprint=fp,
-                    wall_s=time.perf_counter() - start,
-                )
-            else:
-                wall = time.perf_counter() - start
-                verdict = grade_problem(problem, result.text or (result.answer or ""))
-                row = result_row(problem, index, result, verdict, fingerprint=fp, wall_s=wall)
-                traces.append(trace_record(problem, index, result))
-            results.append(row)
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix_str(_postfix(rows))
+        if concurrency == 1:
+            for index, problem in todo:
+                show = _step_display(bar, _postfix(rows), problem.id, time.perf_counter())
+                record(*_solve_one(solver, spec, fp, index, problem, show if takes_steps else None))
+        else:
+            _solve_concurrently(solver, spec, fp, todo, concurrency, record)
     finally:
         bar.close()
         summary = summarize(rows, **meta, complete=len(rows) == len(spec.problems))

@@ -47,6 +47,7 @@ class RunOptions:
     warmup: bool = True
     max_problems: int | None = None
     until: int | None = None
+    concurrency: int = 1
 
 
 def bench_spec(
@@ -96,6 +97,7 @@ def run_one(
             warmup=run.warmup,
             max_problems=run.max_problems,
             until=run.until,
+            concurrency=run.concurrency,
         )
     with Specs(config) as specs:
         return run_bench(
@@ -108,6 +110,7 @@ def run_one(
             warmup=run.warmup,
             max_problems=run.max_problems,
             until=run.until,
+            concurrency=run.concurrency,
         )
 
 
