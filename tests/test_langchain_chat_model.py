@@ -8,13 +8,16 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from pydantic import BaseModel
 from specs_core import Specs
 from specs_core.errors import ConfigError, InvalidInputError
 
 from specs_langchain import ChatSpecs
+from specs_langchain.chat_model import _structured_parser, last_json_object
 
 TOY = Path(__file__).resolve().parents[1] / "examples" / "configs" / "toy.yaml"
 QUESTION = "What is 2 + 3?"
@@ -113,3 +116,41 @@ def test_max_tokens_ends_the_search() -> None:
     message = ChatSpecs(config=str(TOY), max_tokens=60).invoke(QUESTION)
     assert message.response_metadata["specs"]["stop_reason"] == "token_limit"
     assert message.response_metadata["finish_reason"] == "length"
+
+
+class Sum(BaseModel):
+    """The sum asked for."""
+
+    total: int
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ('2 + 3 = 5.\n\nTherefore {"total": 5}', {"total": 5}),
+        ('{"total": 1} then {"total": 5}', {"total": 5}),
+        ('{"outer": {"total": 5}} and {"total": 6} {broken', {"total": 6}),
+        ('```json\n{"total": 7}\n```', {"total": 7}),
+    ],
+)
+def test_the_last_json_object_of_an_answer_is_found(text: str, parsed: dict[str, int]) -> None:
+    assert last_json_object(text) == parsed
+
+
+def test_structured_output_asks_the_search_for_the_schema_and_parses_its_answer() -> None:
+    chat = ChatSpecs(config=str(TOY))
+    structured = chat.with_structured_output(Sum, include_raw=True)
+    out = structured.invoke(QUESTION)
+    # the toy model writes arithmetic-looking words, not JSON: the failure is reported
+    assert isinstance(out["parsing_error"], OutputParserException) and out["parsed"] is None
+    # the schema reached the search: the system prompt changed, and so did the toy's answer
+    schema_prompt = out["raw"].content
+    assert schema_prompt and schema_prompt != chat.invoke(QUESTION).content
+    with pytest.raises(OutputParserException, match="no JSON object"):
+        chat.with_structured_output(Sum).invoke(QUESTION)
+    parse = _structured_parser(Sum)
+    assert parse.invoke(AIMessage('so 5.\n\n{"total": 5}')) == Sum(total=5)
+    with pytest.raises(OutputParserException, match="does not fit Sum"):
+        parse.invoke(AIMessage('{"total": "five"}'))
+    with pytest.raises(NotImplementedError, match="json_mode"):
+        chat.with_structured_output(Sum, method="function_calling")

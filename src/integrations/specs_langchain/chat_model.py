@@ -18,14 +18,22 @@ config's; a per-call ``model=`` picks another), ``temperature`` sets the policy'
 ``max_tokens`` is the most tokens the search may generate over all its candidates and models (like
 a reasoning model's hidden tokens), ``timeout`` its wall-clock seconds, ``stop`` cuts the answer
 (and ends a linear search), ``max_retries`` retries a search that failed on a backend error before
-it sent anything. Not supported: tool calling and structured output (a search writes a free-text
-solution; read its final answer from ``response_metadata["specs"]["answer"]`` or parse the text).
+it sent anything.
+
+Structured output: ``with_structured_output(schema)`` with ``method="json_mode"`` (the only one:
+a search cannot call tools) asks the search, through the system prompt, to end its solution with
+a JSON object following the schema, and parses the last JSON object of the answer (a pydantic
+class gives an instance, other schemas a dict). Small models often do not comply; the parser then
+raises ``OutputParserException`` (or, with ``include_raw=True``, reports it). Tool calling is not
+supported.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +41,26 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.exceptions import OutputParserException
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_json_schema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from specs_core.answering import AnswerEnd, AnswerEvent, AnswerStream, search_summary, step_summary
 from specs_core.config import SpecsConfig
 from specs_core.errors import BackendError, InvalidInputError
+from specs_core.resolution import resolve_policy
 from specs_core.solver import Specs
+from specs_core.text import DEFAULT_SYSTEM_PROMPT
 from specs_core.types import SearchResult
 
 from specs_langchain.inputs import read_question
 
-__all__ = ["ChatSpecs"]
+__all__ = ["ChatSpecs", "last_json_object"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +76,43 @@ def usage_metadata(result: SearchResult) -> UsageMetadata:
         total_tokens=prompt + generated,
         input_token_details={"cache_read": sum(u.cached for u in tokens)},
     )
+
+
+def last_json_object(text: str) -> dict[str, Any]:
+    """The last JSON object in ``text`` (a solution that ends with one).
+
+    Raises:
+        OutputParserException: the text holds no JSON object.
+    """
+    decoder = json.JSONDecoder()
+    start = text.rfind("{")
+    while start >= 0:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+        start = text.rfind("{", 0, start)
+    raise OutputParserException(
+        "the answer holds no JSON object (the search did not follow the schema)", llm_output=text
+    )
+
+
+def _structured_parser(schema: Any) -> Runnable[AIMessage, Any]:
+    def parse(message: AIMessage) -> Any:
+        value = last_json_object(message.text)
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            try:
+                return schema.model_validate(value)
+            except ValidationError as e:
+                raise OutputParserException(
+                    f"the answer's JSON object does not fit {schema.__name__}: {e}",
+                    llm_output=message.text,
+                ) from e
+        return value
+
+    return RunnableLambda(parse, name="last_json_object")
 
 
 class ChatSpecs(BaseChatModel):
@@ -151,7 +201,7 @@ class ChatSpecs(BaseChatModel):
     def _answer(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> AnswerStream:
-        unknown = sorted(set(kwargs) - {"model"})
+        unknown = sorted(set(kwargs) - {"model", "json_schema", "ls_structured_output_format"})
         if unknown:
             raise InvalidInputError(
                 f"ChatSpecs takes no call option {', '.join(unknown)}; it takes model= (a "
@@ -171,17 +221,70 @@ class ChatSpecs(BaseChatModel):
         if self.temperature is not None:
             options["temperature"] = self.temperature
         stops = tuple(stop if stop is not None else (self.stop or ()))
+        policy = self._policy(kwargs.get("model"))
+        system = asked.system
+        if kwargs.get("json_schema") is not None:
+            base = system or self._system_prompt(policy, options)
+            schema = json.dumps(kwargs["json_schema"])
+            system = (
+                f"{base}\n\nEnd your answer with a JSON object that follows this JSON schema, "
+                f"and write nothing after it:\n{schema}"
+            )
         return AnswerStream(
             self._specs(),
             asked.question,
-            policy=self._policy(kwargs.get("model")),
+            policy=policy,
             options=options,
-            system=asked.system,
+            system=system,
             stops=stops,
             token_limit=self.max_tokens,
             seconds=self.timeout,
             reproducible=True,
         )
+
+    def _system_prompt(self, policy: str, options: Mapping[str, Any]) -> str:
+        specs = self._specs()
+        resolved = resolve_policy(specs.config, policy, options, specs.registry)
+        prompt = getattr(resolved.options, "system_prompt", None)
+        return prompt if isinstance(prompt, str) else DEFAULT_SYSTEM_PROMPT
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: str = "json_mode",
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable that answers with an object of ``schema`` (see the module's docstring).
+
+        Args:
+            schema: a pydantic class, a TypedDict, or a JSON schema.
+            include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead of raising.
+            method: ``json_mode`` only.
+
+        Raises:
+            NotImplementedError: another method (a search cannot call tools).
+        """
+        if kwargs:
+            raise ValueError(f"unsupported arguments {sorted(kwargs)}")
+        if method != "json_mode":
+            raise NotImplementedError(
+                f"ChatSpecs supports with_structured_output(method='json_mode') only, not "
+                f"{method!r}: a search writes a solution and cannot call tools"
+            )
+        llm = self.bind(
+            json_schema=convert_to_json_schema(schema),
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+        )
+        parser = _structured_parser(schema)
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     @staticmethod
     def _chunk(event: AnswerEvent, policy: str) -> ChatGenerationChunk:
