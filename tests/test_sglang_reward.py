@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.server, pytest.mark.llamacpp, pytest.mark.slow]
 
 QUESTION = "What is 2 + 3?"
 STEPS = ["First, add 2 and 3.", "So 2 + 3 = 5.", "The answer is $\\boxed{5}$."]
+PRM_STYLE = SGLangRewardOptions(output="probability", step_tag="<extra_0>")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def prm(server: ServerProcess) -> Iterator[SGLangRewardModel]:
-    model = SGLangRewardModel(SGLangRewardOptions(url=server.url))
+    # the double's /classify answers a probability; tags as a PRM-style input would have them
+    model = SGLangRewardModel(PRM_STYLE.model_copy(update={"url": server.url}))
     yield model
     model.close()
 
@@ -75,9 +77,11 @@ def test_tokens_of_every_batch_are_taken_on_the_calling_thread(server: ServerPro
 
 def test_output_transforms(server: ServerProcess, prm: SGLangRewardModel) -> None:
     [p] = prm.score_last(QUESTION, [STEPS])
-    sigmoid = SGLangRewardModel(SGLangRewardOptions(url=server.url, output="sigmoid"))
+    sigmoid = SGLangRewardModel(
+        PRM_STYLE.model_copy(update={"url": server.url, "output": "sigmoid"})
+    )
     softmax = SGLangRewardModel(
-        SGLangRewardOptions(url=server.url, output="softmax", label_index=0)
+        PRM_STYLE.model_copy(update={"url": server.url, "output": "softmax", "label_index": 0})
     )
     try:
         assert sigmoid.score_last(QUESTION, [STEPS]) == pytest.approx([1 / (1 + math.exp(-p))])
@@ -85,6 +89,17 @@ def test_output_transforms(server: ServerProcess, prm: SGLangRewardModel) -> Non
     finally:
         sigmoid.close()
         softmax.close()
+
+
+def test_the_defaults_fit_an_outcome_reward_model(server: ServerProcess) -> None:
+    rm = SGLangRewardModel(SGLangRewardOptions(url=server.url))
+    try:
+        assert rm.render(QUESTION, STEPS[:2]).endswith("First, add 2 and 3.\n\nSo 2 + 3 = 5.\n\n")
+        probability = SGLangRewardOptions(url=server.url, output="probability")
+        [p] = SGLangRewardModel(probability).score_last(QUESTION, [STEPS])
+        assert rm.score_last(QUESTION, [STEPS]) == pytest.approx([1 / (1 + math.exp(-p))])
+    finally:
+        rm.close()
 
 
 def test_sglang_prm_is_built_from_a_config(server: ServerProcess) -> None:

@@ -14,7 +14,12 @@ backends use, answered by a real llama.cpp model (the embedded SmolLM2 by defaul
   ``temperature``, ``top_p``, ``stop``, ``logprobs``, ``echo``, ``seed``, ``no_stop_trim`` and
   vLLM's ``return_tokens_as_token_ids``; choices carry SGLang's ``matched_stop``;
 - ``POST /classify``: a stand-in for a PRM served with ``--is-embedding``: the "reward" of a
-  text is P(Yes) / (P(Yes) + P(No)) for the model's next token (real inference, not a trained PRM).
+  text is P(Yes) / (P(Yes) + P(No)) for the model's next token (real inference, not a trained PRM);
+- vLLM's pooling-model endpoints, the same stand-in at every token: ``POST /pooling`` (token ids
+  in; per input ``data``: one ``[p_neg, p_pos]`` row per token, as ``token_classify`` answers for
+  Qwen2.5-Math-PRM) and ``POST /v1/embeddings`` (one value per token, the logit of P(Yes), as a
+  Skywork-style value head); with ``pool_step_tag_id`` set (``/admin/faults``) only the rows at
+  that token, as vLLM's STEP pooling does with a ``step_tag_id`` in ``--pooler-config``.
 
 Like SGLang, generation log-probabilities follow the temperature unless the server runs with
 ``--original-logprob`` (SGLang: ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``).
@@ -73,6 +78,9 @@ class Faults:
             self.trickle_every_s = 0.2
             self.huge_next = 0
             self.huge_mb = 1.0
+            # vLLM's STEP pooling with a step_tag_id in --pooler-config returns only the rows at
+            # that token; without it, one row per token (see pooling_rows)
+            self.pool_step_tag_id: int | None = None
             self.requests: Counter[str] = Counter()
             self.failed = 0
             self.malformed = 0
@@ -172,6 +180,7 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
                 "trickle_every_s",
                 "huge_next",
                 "huge_mb",
+                "pool_step_tag_id",
             ):
                 if key in body:
                     setattr(faults, key, body[key])
@@ -340,6 +349,76 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
                     }
                 )
         return outs if isinstance(text, list) else outs[0]
+
+    # -- vLLM's pooling-model endpoints (a PRM double: P(correct) = P(Yes) over {Yes, No}) -----
+
+    def p_yes_per_token(ids: list[int]) -> list[float]:
+        """P(Yes | the text up to and including each token), from one prefill."""
+        yes = engine.tokenize("Yes", False)[0]
+        no = engine.tokenize("No", False)[0]
+        rows, _ = engine.prefill(ids, 0)
+        out = []
+        for pos in range(len(ids)):
+            logits = rows[pos]
+            top = max(logits[yes], logits[no])
+            p_yes, p_no = (math.exp(float(v - top)) for v in (logits[yes], logits[no]))
+            out.append(p_yes / (p_yes + p_no))
+        return out
+
+    def id_lists(value: Any) -> list[list[int]]:
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return [value]
+        if isinstance(value, list) and all(
+            isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value
+        ):
+            return value
+        if isinstance(value, str):
+            return [engine.tokenize(value)]
+        raise HTTPException(400, "input must be token ids, lists of token ids or a string")
+
+    @app.post("/pooling")
+    def pooling(body: Json) -> Json:
+        # vLLM's PoolingResponse for token_classify: per input, [p_neg, p_pos] rows
+        data = []
+        prompt_tokens = 0
+        with engine.lock:
+            for i, ids in enumerate(id_lists(body.get("input"))):
+                probs = p_yes_per_token(ids)
+                rows = [[1.0 - p, p] for p in probs]
+                if faults.pool_step_tag_id is not None:
+                    rows = [
+                        r for r, t in zip(rows, ids, strict=True) if t == faults.pool_step_tag_id
+                    ]
+                data.append({"index": i, "object": "pooling", "data": rows})
+                prompt_tokens += len(ids)
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+        return {
+            "id": f"pool-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": served_path,
+            "data": data,
+            "usage": usage,
+        }
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: Json) -> Json:
+        # a value head as vLLM serves it through the embeddings API: one value per token (the
+        # logit of P(correct)); with a step tag configured, only the tag positions
+        data = []
+        prompt_tokens = 0
+        with engine.lock:
+            for i, ids in enumerate(id_lists(body.get("input"))):
+                probs = p_yes_per_token(ids)
+                values = [math.log(p / (1.0 - p)) for p in probs]
+                if faults.pool_step_tag_id is not None:
+                    values = [
+                        v for v, t in zip(values, ids, strict=True) if t == faults.pool_step_tag_id
+                    ]
+                data.append({"index": i, "object": "embedding", "embedding": values})
+                prompt_tokens += len(ids)
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+        return {"object": "list", "model": served_path, "data": data, "usage": usage}
 
     @app.post("/v1/completions")
     def completions(body: Json) -> Json:

@@ -40,7 +40,7 @@ def register_backends(register: Any) -> None:
 
 @hookimpl
 def register_reward_models(register: Any) -> None:
-    """Register ``sglang-prm``: a process reward model served by SGLang's /classify."""
+    """Register ``sglang-prm``: a reward model served by SGLang's /classify, read at each step."""
     from specs_sglang.reward import SGLangRewardOptions, build_reward
 
     register(
@@ -49,5 +49,6 @@ def register_reward_models(register: Any) -> None:
         options=SGLangRewardOptions,
         extra="sglang",
         available=_httpx_missing,
-        description="a PRM served by SGLang with --is-embedding (e.g. Qwen2.5-Math-PRM-7B)",
+        description="a reward model served by SGLang --is-embedding, scoring each partial "
+        "solution (e.g. Qwen2.5-Math-RM-72B); for Qwen2.5-Math-PRM use vllm-prm",
     )

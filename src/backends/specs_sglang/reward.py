@@ -1,17 +1,25 @@
-"""The ``sglang-prm`` reward model: a process reward model served by SGLang.
+"""The ``sglang-prm`` reward model: a reward model served by SGLang, scoring partial solutions.
 
-SGLang serves reward models with ``--is-embedding`` and answers ``POST /classify`` with one
-``{"embedding": [...], "meta_info": {...}}`` per text. For Qwen2.5-Math-PRM
-(``Qwen2ForProcessRewardModel``) the embedding is ``[P(correct)]`` at the last token, so the text
-of a partial solution must END with the step tag: each partial solution is rendered as the chat
-prompt (system + question) with the assistant's steps joined by ``step_tag`` and followed by one
-more ``step_tag``, the assistant message left open. One text per partial solution scores its last
-step; :meth:`SGLangRewardModel.score` sends every prefix of every solution in one batched request.
+What SGLang serves (checked against its source): reward models run with ``--is-embedding`` and
+``POST /classify`` answers one ``{"embedding": [...], "meta_info": {...}}`` per text, the head's
+output pooled at the LAST token (``python/sglang/srt/models/qwen2_rm.py``: ``Qwen2ForRewardModel``,
+``Pooler(pooling_type=PoolingType.LAST)``; ``/classify`` returns the embedding request's output,
+``python/sglang/srt/entrypoints/http_server.py``). Its supported reward models are sequence
+scorers: Qwen2.5-Math-RM-72B (``Qwen2ForRewardModel``, one logit), Skywork-Reward
+(``LlamaForSequenceClassification``, ``Gemma2ForSequenceClassification``), InternLM2 reward, and
+``Qwen2ForSequenceClassification`` (docs/supported_models/specialized/reward_models.md). SGLang
+has no process-reward architecture: Qwen2.5-Math-PRM (``Qwen2ForProcessRewardModel``, one
+prediction per step tag) is not in its model registry, so serve that one with vLLM and use
+``vllm-prm``.
 
-``output`` says how the embedding becomes a reward in [0, 1]: ``probability`` (the first value
-already is one, as for Qwen2.5-Math-PRM), ``sigmoid`` (a single logit, as for outcome reward
-models such as Qwen2.5-Math-RM) or ``softmax`` (class logits; ``label_index`` is the "correct"
-class).
+So ``sglang-prm`` scores every partial solution as its own text (an outcome reward model read
+at each step): the chat prompt (system + question), the assistant's steps each followed by
+``step_tag``, the assistant message left open; one text per partial solution, every prefix of
+every solution in one batched request (:meth:`SGLangRewardModel.score`).
+
+``output`` says how the embedding becomes a reward in [0, 1]: ``sigmoid`` (one logit, the
+default: Qwen2.5-Math-RM, Skywork-Reward), ``softmax`` (class logits; ``label_index`` is the
+"correct" class) or ``probability`` (the first value already is one).
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
-from specs_core.backend_kit.chat import QWEN25_MATH_SYSTEM, ChatRenderer, build_renderer
+from specs_core.backend_kit.chat import (
+    QWEN25_MATH_SYSTEM,
+    ChatRenderer,
+    build_renderer,
+    render_tagged_steps,
+)
 from specs_core.backend_kit.http import HttpOptions, HttpPool, Transport, chunks, field
 from specs_core.errors import BackendError, ProtocolError
 from specs_core.rewards import TokenTally, score_every_prefix
-from specs_core.types import Prompt
 
 __all__ = ["SGLangRewardModel", "SGLangRewardOptions"]
 
@@ -41,15 +53,15 @@ class SGLangRewardOptions(HttpOptions):
     chat_template: str | None = Field(default="qwen2.5", description="how the PRM's input is built")
     tokenizer: str | None = None
     system: str | None = QWEN25_MATH_SYSTEM
-    step_tag: str = Field(default="<extra_0>", description="ends every step in the PRM's input")
+    step_tag: str = Field(default="\n\n", description="ends every step in the model's input")
     endpoint: str = "/classify"
-    output: Literal["probability", "sigmoid", "softmax"] = "probability"
+    output: Literal["probability", "sigmoid", "softmax"] = "sigmoid"
     label_index: int = Field(default=1, ge=0)
     max_batch: int = Field(default=32, ge=1)
 
 
 class SGLangRewardModel:
-    """Rewards each step with a PRM served by SGLang's ``/classify`` endpoint.
+    """Rewards each step with a reward model served by SGLang's ``/classify`` endpoint.
 
     Args:
         options: validated options.
@@ -90,9 +102,10 @@ class SGLangRewardModel:
 
     def render(self, question: str, steps: Sequence[str]) -> str:
         """The PRM's input for a partial solution: it ends with the step tag."""
-        tag = self.options.step_tag
-        partial = tag.join(s.strip() for s in steps) + tag
-        return self._connect()[1](Prompt(question, partial, self.options.system))
+        renderer = self._connect()[1]
+        return render_tagged_steps(
+            renderer, question, steps, self.options.step_tag, self.options.system
+        )
 
     def _reward(self, embedding: object, where: str) -> float:
         if not isinstance(embedding, list) or not embedding:

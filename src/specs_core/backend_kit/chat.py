@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "neutralize",
     "prompt_messages",
     "render_segments",
+    "render_tagged_steps",
 ]
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,26 @@ def neutralize(text: str) -> str:
     ``[INST]``...) broken by a word joiner (U+2060) after its first character, for servers that
     parse special tokens in the text they are sent: the model then reads it as plain text."""
     return _SPECIAL_LOOKING.sub(lambda m: m.group()[0] + "\u2060" + m.group()[1:], text)
+
+
+_TAG_MARK = "\ue001"  # a private-use character standing for a step tag while rendering
+
+
+def render_tagged_steps(
+    renderer: ChatRenderer, question: str, steps: Sequence[str], tag: str, system: str | None
+) -> str:
+    """A PRM's input: the chat prompt (``system``, ``question``) with the assistant's steps, each
+    stripped and followed by ``tag``, the assistant message left open.
+
+    The question and the steps are the user's text and are neutralized like any prompt
+    (:func:`neutralize`); the tags are the PRM's own and are inserted after that, so a tag that
+    looks like a special token (``<|endoftext|>``) stays one.
+    """
+    partial = "".join(step.strip().replace(_TAG_MARK, "") + _TAG_MARK for step in steps)
+    question = question.replace(_TAG_MARK, "")
+    pieces = renderer.segments(Prompt(question, partial, system))
+    text = "".join(neutralize(piece) if user else piece for piece, user in pieces)
+    return text.replace(_TAG_MARK, tag)
 
 
 def _jinja_renderer(source: str, description: str) -> ChatRenderer:
