@@ -107,7 +107,9 @@ def _as_list(value: Any, size: int, default: Any) -> list[Any]:
     return [default if value is None else value] * size
 
 
-def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastAPI:
+def build_app(
+    engine: LlamaInference, served_path: str, tokenize: bool, flavor: str = "sglang"
+) -> FastAPI:
     """The FastAPI app serving ``engine``."""
     app = FastAPI()
     faults = Faults()
@@ -205,7 +207,7 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
 
     @app.get("/v1/models")
     def models() -> Json:
-        card = {"id": served_path, "object": "model", "owned_by": "sglang", "root": served_path}
+        card = {"id": served_path, "object": "model", "owned_by": flavor, "root": served_path}
         return {"object": "list", "data": [card]}
 
     def tokenize_body(body: Json) -> Json:
@@ -422,13 +424,30 @@ def build_app(engine: LlamaInference, served_path: str, tokenize: bool) -> FastA
 
     @app.post("/v1/completions")
     def completions(body: Json) -> Json:
-        return openai_completions(engine, body, served_path)
+        if flavor == "vllm":
+            # vLLM's SamplingParams._verify_args: "max_tokens must be at least 1, got 0."
+            max_tokens = body.get("max_tokens")
+            if max_tokens is not None and int(max_tokens) < 1:
+                message = f"max_tokens must be at least 1, got {max_tokens}."
+                error = {"object": "error", "message": message, "type": "BadRequestError"}
+                return JSONResponse({**error, "code": 400}, status_code=400)
+        return openai_completions(engine, body, served_path, flavor)
 
     return app
 
 
-def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> Json:
-    """``POST /v1/completions`` in the OpenAI protocol (with SGLang's and vLLM's extensions)."""
+def openai_completions(
+    engine: LlamaInference, body: Json, served_path: str, flavor: str = "sglang"
+) -> Json:
+    """``POST /v1/completions`` in the OpenAI protocol (with SGLang's and vLLM's extensions).
+
+    As vLLM (``flavor="vllm"``; vllm/entrypoints/openai/protocol.py, ``CompletionRequest`` and
+    ``CompletionResponseChoice``): ``include_stop_str_in_output`` keeps the matched stop string
+    in the text, each choice reports ``stop_reason`` (the matched stop string, or ``None`` at an
+    end-of-sequence token or the length limit), and ``prompt_logprobs: k`` returns, per choice,
+    one entry per prompt token: ``None`` for the first, then ``{token_id: {"logprob", "rank",
+    "decoded_token"}}`` holding the prompt token (and the k most likely ones).
+    """
     raw = body.get("prompt", "")
     n = int(body.get("n") or 1)
     max_tokens = int(body.get("max_tokens", 16) if body.get("max_tokens") is not None else 16)
@@ -438,6 +457,10 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else list(stop)
     seed = body.get("seed")
+    prompt_logprobs = body.get("prompt_logprobs") if flavor == "vllm" else None
+    keep_stop = bool(body.get("no_stop_trim", False))
+    if flavor == "vllm":
+        keep_stop = bool(body.get("include_stop_str_in_output", False))
     choices: list[Json] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
     with engine.lock:
@@ -453,6 +476,21 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
             echo_lp: list[float | None] = []
             if echo and logprobs is not None:
                 echo_lp, _, _ = engine.input_logprobs(ids, 0)
+            prompt_entries: list[Any] | None = None
+            if prompt_logprobs is not None:
+                values, tops, _ = engine.input_logprobs(ids, 0, int(prompt_logprobs))
+                prompt_entries = [None]
+                for i in range(1, len(ids)):
+                    entry = {
+                        str(t): {"logprob": lp, "rank": r + 1, "decoded_token": engine.piece(t, [])}
+                        for r, (lp, t) in enumerate(tops[i])
+                    }
+                    entry[str(ids[i])] = {
+                        "logprob": values[i],
+                        "rank": 1 + sum(1 for lp, _ in tops[i] if lp > (values[i] or 0.0)),
+                        "decoded_token": engine.piece(ids[i], ids[:i]),
+                    }
+                    prompt_entries.append(entry)
             if max_tokens > 0:
                 seeds = [None if seed is None else int(seed) * 1000 + j for j in range(n)]
                 gens, cached = engine.generate(
@@ -462,7 +500,7 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
                     top_p=float(body.get("top_p", 1.0)),
                     stop=stop,
                     seeds=seeds,
-                    keep_stop=bool(body.get("no_stop_trim", False)),
+                    keep_stop=keep_stop,
                 )
             else:
                 _, cached = engine.next_token_logprobs(ids)
@@ -491,15 +529,18 @@ def openai_completions(engine: LlamaInference, body: Json, served_path: str) -> 
                     }
                 finish = "length" if g is None or g.finish.get("type") == "length" else "stop"
                 matched = None if g is None else g.finish.get("matched")
-                choices.append(
-                    {
-                        "index": p_index * n + j,
-                        "text": (prompt_text if echo else "") + text,
-                        "logprobs": lp_obj,
-                        "finish_reason": finish,
-                        "matched_stop": matched,
-                    }
-                )
+                choice: Json = {
+                    "index": p_index * n + j,
+                    "text": (prompt_text if echo else "") + text,
+                    "logprobs": lp_obj,
+                    "finish_reason": finish,
+                }
+                if flavor == "vllm":
+                    choice["stop_reason"] = matched if isinstance(matched, str) else None
+                    choice["prompt_logprobs"] = prompt_entries
+                else:
+                    choice["matched_stop"] = matched
+                choices.append(choice)
                 usage["completion_tokens"] += len(gen_ids)
     return {
         "id": f"cmpl-{uuid.uuid4().hex}",
@@ -530,9 +571,15 @@ def main(argv: list[str] | None = None) -> None:
         help="report untempered generation log-probabilities",
     )
     parser.add_argument("--no-tokenize", action="store_true", help="serve no tokenize endpoint")
+    parser.add_argument(
+        "--flavor",
+        choices=("sglang", "vllm"),
+        default="sglang",
+        help="whose OpenAI completions dialect to speak (and report as owned_by)",
+    )
     args = parser.parse_args(argv)
     engine = LlamaInference(args.model, n_ctx=args.n_ctx, original_logprobs=args.original_logprob)
-    app = build_app(engine, args.served_model_path or args.model, tokenize=not args.no_tokenize)
+    app = build_app(engine, args.served_model_path or args.model, not args.no_tokenize, args.flavor)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

@@ -13,7 +13,11 @@ are replaced by echo scores of the generated text; ``rescore_generation: always`
 every generation, making them equal to what scoring returns (it needs trusted echo scoring).
 
 Scoring sends ``prompt + continuation`` with ``echo``, ``logprobs`` and ``max_tokens: 0`` (1 on
-servers that refuse 0). Where the server takes prompts as token ids (``token_prompts``: vLLM,
+servers that refuse 0, such as vLLM). On vLLM (``prompt_logprobs``) it asks for the prompt's own
+log-probabilities instead (``prompt_logprobs: 0``, ``max_tokens: 1``; each choice's
+``prompt_logprobs`` holds, per prompt token after the first, ``{token_id: {"logprob": ...}}``, as
+vllm/entrypoints/openai/protocol.py documents), which needs no echo check.
+Where the server takes prompts as token ids (``token_prompts``: vLLM,
 SGLang, llama.cpp) it sends the prompt's ids followed by the continuation's, each from the
 server's tokenizer, and keeps the continuation's positions: token-exact, as generation appends
 tokens. Otherwise it sends text and keeps the tokens whose character span lies past the prompt;
@@ -89,6 +93,9 @@ class OpenAIOptions(HttpOptions):
         description="re-score generated text by echo: always (exact) or only when tempered",
     )
     seeded: bool | None = Field(default=None, description="a seed reproduces samples")
+    prompt_logprobs: bool | None = Field(
+        default=None, description="score with the server's prompt_logprobs (vLLM) instead of echo"
+    )
     max_batch: int = Field(default=32, ge=1)
 
 
@@ -141,12 +148,16 @@ class OpenAIModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Batched generation with logprobs; scoring unless echo is declared broken."""
+        """Batched generation with logprobs; scoring through ``prompt_logprobs`` (vLLM), or
+        through echo unless it is declared or measured broken."""
         scoring = (self.options.echo_logprobs or "detect") != "broken"
         if self._profile is not None and self.options.echo_logprobs is None:
             scoring = self._profile.echo_logprobs != "broken"
         if self._echo_verdict is not None:
             scoring = self._echo_verdict == "trusted"
+        declared = bool(self.options.prompt_logprobs and self.options.token_prompts)
+        if declared or (self._profile is not None and self._uses_prompt_logprobs(self._profile)):
+            scoring = True
         seeded = self.options.seeded
         if seeded is None:
             seeded = self._profile.seeded if self._profile is not None else True
@@ -481,7 +492,8 @@ class OpenAIModel:
         if not prompts:
             return []
         transport, render, profile = self._connect()
-        self._check_echo(transport, render, profile)
+        if not self._uses_prompt_logprobs(profile):
+            self._check_echo(transport, render, profile)
         items = [(render(p), c) for p, c in zip(prompts, continuations, strict=True)]
         try:
             return self._score(transport, profile, items)
@@ -508,6 +520,13 @@ class OpenAIModel:
             ]
         return scored
 
+    def _uses_prompt_logprobs(self, profile: ServerProfile) -> bool:
+        """Scoring reads vLLM's ``prompt_logprobs`` (it needs prompts as token ids)."""
+        return bool(
+            self._setting(self.options.prompt_logprobs, profile.prompt_logprobs)
+            and self._setting(self.options.token_prompts, profile.token_prompts)
+        )
+
     def _echo(
         self, transport: Transport, profile: ServerProfile, items: Sequence[tuple[Any, Any]]
     ) -> list[TokenLogprobs]:
@@ -526,7 +545,7 @@ class OpenAIModel:
             for i in group:
                 prefix, cont = items[i]
                 full.append(prefix + cont if isinstance(prefix, str) else [*prefix, *cont])
-            body = {
+            body: dict[str, Any] = {
                 "model": self._model,
                 "echo": True,
                 "logprobs": 1,
@@ -534,10 +553,23 @@ class OpenAIModel:
                 "max_tokens": profile.echo_max_tokens,
                 "prompt": full if batch else full[0],
             }
+            native = self._uses_prompt_logprobs(profile) and not isinstance(full[0], str)
+            if native:
+                body = {
+                    "model": self._model,
+                    "prompt_logprobs": 0,
+                    "temperature": 0.0,
+                    "max_tokens": 1,
+                    "prompt": full if batch else full[0],
+                }
             choices, _ = self._choices(transport, body, len(group))
             for i, choice in zip(group, choices, strict=True):
                 prefix, cont = items[i]
-                if isinstance(prefix, str) and isinstance(cont, str):
+                if native:
+                    results[i] = self._select_prompt_logprobs(
+                        choice, tuple(prefix), tuple(cont), where
+                    )
+                elif isinstance(prefix, str) and isinstance(cont, str):
                     results[i] = self._select_text(choice, prefix, cont, where)
                 else:
                     results[i] = self._select_ids(choice, tuple(prefix), tuple(cont), where)
@@ -569,6 +601,24 @@ class OpenAIModel:
             )
         chosen = range(len(prefix), len(prefix) + len(cont))
         return TokenLogprobs(cont, self._values(values, chosen, where), prompt_tokens=len(prefix))
+
+    def _select_prompt_logprobs(
+        self, choice: object, prefix: tuple[int, ...], cont: tuple[int, ...], where: str
+    ) -> TokenLogprobs:
+        entries = field(choice, "prompt_logprobs", list, where)
+        ids = (*prefix, *cont)
+        if len(entries) != len(ids):
+            raise ProtocolError(
+                f"{where}: {len(entries)} prompt_logprobs entries for a prompt of {len(ids)} tokens"
+            )
+        values = []
+        for i in range(len(prefix), len(ids)):
+            entry = entries[i]
+            chosen = entry.get(str(ids[i])) if isinstance(entry, Mapping) else None
+            value = chosen.get("logprob") if isinstance(chosen, Mapping) else None
+            values.append(value)
+        picked = self._values(values, range(len(values)), where)
+        return TokenLogprobs(cont, picked, prompt_tokens=len(prefix))
 
     def _select_text(self, choice: object, prefix: str, cont: str, where: str) -> TokenLogprobs:
         lp = field(choice, "logprobs", dict, where)

@@ -46,6 +46,8 @@ class ServerProfile:
         tokenize_lists: that endpoint takes a list of texts in one request.
         extra_body: fields added to every completion request (e.g. keep stop strings).
         seeded: a seed makes sampling reproducible across requests.
+        prompt_logprobs: the server returns ``prompt_logprobs`` per choice (vLLM): scoring
+            reads the prompt's own log-probabilities there instead of echoing it.
     """
 
     name: str
@@ -60,16 +62,20 @@ class ServerProfile:
     tokenize_lists: bool = False
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     seeded: bool = True
+    prompt_logprobs: bool = False
 
 
 PROFILES: dict[str, ServerProfile] = {
     "vllm": ServerProfile(
         "vllm",
         echo_logprobs="trusted",
+        # vLLM's SamplingParams refuses max_tokens < 1 ("max_tokens must be at least 1")
+        echo_max_tokens=1,
         tokens_as_ids=True,
         token_prompts=True,
         tokenize_path="/tokenize",
         extra_body={"include_stop_str_in_output": True},
+        prompt_logprobs=True,
     ),
     "sglang": ServerProfile(
         "sglang",
