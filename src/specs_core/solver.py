@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from specs_core.backend_kit.http import route_by
 from specs_core.config import (
     ROLE_NAMES,
     ModelConfig,
@@ -200,10 +201,12 @@ class Specs:
         if not isinstance(question, str) or not question.strip():
             raise InvalidInputError("the question is empty; pass the problem text to solve")
         chosen = self.policy(policy, options)
-        if budget is None:  # a caller's `spending` block, if any, applies
-            return chosen.run(question, on_step=on_step)
-        with spending(budget):
-            return chosen.run(question, on_step=on_step)
+        # a problem's requests stick to one replica of a served model (its prefix cache)
+        with route_by(question):
+            if budget is None:  # a caller's `spending` block, if any, applies
+                return chosen.run(question, on_step=on_step)
+            with spending(budget):
+                return chosen.run(question, on_step=on_step)
 
     @contextlib.contextmanager
     def reproducible(self, policy: str | None = None) -> Iterator[None]:

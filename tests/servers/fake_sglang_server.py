@@ -31,7 +31,8 @@ with that status), ``malformed_next`` + ``malformed_kind`` (``json``: a body tha
 without answering), ``trickle_next`` (answer the next k requests with a body of spaces, one
 every ``trickle_every_s`` seconds, for a minute), ``huge_next`` + ``huge_mb`` (answer with a
 JSON body of that size); ``POST /admin/reset``; ``GET /admin/stats`` (requests per path,
-failures, the most requests seen in flight at once).
+failures, the most requests seen in flight at once, and the user messages of the ``/generate``
+prompts served, for routing tests).
 
 Run: ``python tests/servers/fake_sglang_server.py --model FILE.gguf [--port 0]``; it prints
 ``LISTENING <port>`` once it accepts connections.
@@ -43,6 +44,7 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -82,6 +84,7 @@ class Faults:
             # that token; without it, one row per token (see pooling_rows)
             self.pool_step_tag_id: int | None = None
             self.requests: Counter[str] = Counter()
+            self.questions: Counter[str] = Counter()  # user messages of the prompts served
             self.failed = 0
             self.malformed = 0
             self.in_flight = 0
@@ -96,7 +99,11 @@ class Faults:
                 "malformed": self.malformed,
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "questions": dict(self.questions),
             }
+
+
+_USER = re.compile(r"user\n(.*?)(?:<\|im_end\|>|\n(?:<\|im_start\|>)?assistant)", re.S)
 
 
 def _as_list(value: Any, size: int, default: Any) -> list[Any]:
@@ -319,6 +326,11 @@ def build_app(
             tops = _as_list(body.get("top_logprobs_num"), size, 0)
             text_lp = bool(body.get("return_text_in_logprobs", False))
             outs: list[Json] = []
+            for ids in prompts:  # which questions this replica served (routing tests)
+                found = _USER.search(engine.detokenize(ids))
+                if found:
+                    with faults.lock:
+                        faults.questions[found.group(1)] += 1
             for ids, sp, lp, start, top in zip(prompts, sps, lps, starts, tops, strict=True):
                 if not ids:
                     raise HTTPException(400, "the input is empty")

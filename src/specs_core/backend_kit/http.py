@@ -1,8 +1,16 @@
 """HTTP plumbing shared by the backends and reward models that talk to inference servers.
 
-One :class:`HttpPool` per model: a pooled ``httpx.Client`` per base URL, round robin over the URLs
-(a retry moves on to the next URL, so a dead replica is skipped), a deadline on each whole
+One :class:`HttpPool` per model: a pooled ``httpx.Client`` per base URL, a deadline on each whole
 request, retries with exponential backoff, and a limit on requests in flight.
+
+Replicas (several ``urls``): the requests made while a search runs carry its routing key (the
+question: :func:`route_by`, set by :meth:`specs_core.solver.Specs.solve`), and every request of
+one key goes to the same replica, chosen by rendezvous hashing among the healthy ones, so a
+problem's prompts meet the prefix cache its earlier requests filled. Requests without a key go
+round robin. A replica whose request fails with a connection error, 429 or 5xx is marked down
+for ``replica_down_s`` seconds and skipped meanwhile (its keys move to the others, and come
+back when it answers again: the first request after the pause probes it); the retry goes to the
+next replica in the key's order, so a dead replica loses no request.
 
 Retries: a request is sent again only when the server cannot still be working on it: the
 connection failed or broke, or the server answered HTTP 429 or 5xx. A request that timed out
@@ -19,14 +27,17 @@ configuration error. A 2xx answer that is not JSON, or larger than ``max_respons
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,6 +52,8 @@ __all__ = [
     "chunks",
     "field",
     "import_httpx",
+    "route_by",
+    "routing_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,13 +61,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+_routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "specs_routing_key", default=None
+)
+
+
+@contextmanager
+def route_by(key: str | None) -> Iterator[None]:
+    """Requests made inside the block (in this thread, and in the pools' worker threads it
+    starts) go to the replica that ``key`` is assigned to (see the module docstring)."""
+    token = _routing_key.set(key)
+    try:
+        yield
+    finally:
+        _routing_key.reset(token)
+
+
+def routing_key() -> str | None:
+    """The routing key of the requests made now (``None``: round robin)."""
+    return _routing_key.get()
+
 
 class HttpOptions(BaseModel):
     """Connection options every HTTP backend and reward model shares.
 
     Attributes:
         url: the server's base URL (``http://host:port``), e.g. an SGLang router.
-        urls: several base URLs of identical replicas, used round robin.
+        urls: several base URLs of identical replicas (routing: see the module docstring).
+        routing: ``affinity`` (a search's requests stick to one replica) or ``round_robin``.
+        replica_down_s: seconds a replica is skipped after a failed request.
         timeout_s: the most seconds one whole request may take (sending, waiting, reading).
         connect_timeout_s: the most seconds to wait for a connection.
         max_retries: retries after a connection error, HTTP 429 or 5xx (not after a timeout).
@@ -69,7 +104,13 @@ class HttpOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str | None = Field(default=None, description="base URL, e.g. http://127.0.0.1:30000")
-    urls: tuple[str, ...] = Field(default=(), description="base URLs of replicas (round robin)")
+    urls: tuple[str, ...] = Field(default=(), description="base URLs of identical replicas")
+    routing: Literal["affinity", "round_robin"] = Field(
+        default="affinity", description="affinity: one replica per search; round_robin"
+    )
+    replica_down_s: float = Field(
+        default=10.0, ge=0, description="seconds a failed replica is skipped"
+    )
     timeout_s: float = Field(default=300.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
@@ -181,6 +222,7 @@ class HttpPool:
         self._slots = threading.BoundedSemaphore(options.max_concurrency)
         self._turn = 0
         self._turn_lock = threading.Lock()
+        self._down_until = [0.0] * len(self._clients)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._closed = False
@@ -190,11 +232,40 @@ class HttpPool:
         """The base URLs, comma separated."""
         return ", ".join(self.urls)
 
-    def _first_client(self) -> int:
+    def _order(self) -> list[int]:
+        """The replicas to try, in order: by the routing key (rendezvous hashing) or round
+        robin; healthy ones first."""
+        n = len(self._clients)
+        key = routing_key() if self.options.routing == "affinity" else None
+        if key is None:
+            with self._turn_lock:
+                first = self._turn
+                self._turn = (self._turn + 1) % n
+            order = [(first + i) % n for i in range(n)]
+        else:
+            order = sorted(range(n), key=lambda i: _weight(key, self.urls[i]), reverse=True)
+        now = time.monotonic()
         with self._turn_lock:
-            turn = self._turn
-            self._turn = (self._turn + 1) % len(self._clients)
-        return turn
+            healthy = [i for i in order if self._down_until[i] <= now]
+        return healthy + [i for i in order if i not in healthy]
+
+    def replica_for(self, key: str) -> str:
+        """The base URL that ``key``'s requests go to now."""
+        with route_by(key):
+            return self.urls[self._order()[0]]
+
+    def _mark(self, index: int, ok: bool) -> None:
+        if len(self._clients) == 1:
+            return
+        with self._turn_lock:
+            was_down = self._down_until[index] > 0
+            self._down_until[index] = 0.0 if ok else time.monotonic() + self.options.replica_down_s
+        if not ok:
+            log.warning(
+                "replica %s marked down for %g s", self.urls[index], self.options.replica_down_s
+            )
+        elif was_down:
+            log.info("replica %s answers again", self.urls[index])
 
     def _wait(self, attempt: int) -> None:
         delay = min(self.options.backoff_max_s, self.options.backoff_s * (2**attempt))
@@ -214,11 +285,12 @@ class HttpPool:
             raise BackendError(f"the connection to {self.where} is closed")
         httpx = self._httpx
         attempts = self.options.max_retries + 1
-        first = self._first_client()
+        order = self._order()
         last_error = ""
         url = ""
         for attempt in range(attempts):
-            client = self._clients[(first + attempt) % len(self._clients)]
+            index = order[attempt % len(order)]
+            client = self._clients[index]
             url = f"{client.base_url}".rstrip("/") + path
             try:
                 with self._slots:
@@ -235,10 +307,12 @@ class HttpPool:
                 last_error = f"{type(e).__name__}: {e}"
             else:
                 if status < 400:
+                    self._mark(index, ok=True)
                     return _decode_json(body, url)
                 if status != 429 and status < 500:
                     raise HttpStatusError(url, status, body)
                 last_error = f"HTTP {status}: {body[:200]}"
+            self._mark(index, ok=False)
             log.warning(
                 "%s %s attempt %d/%d failed: %s", method, url, attempt + 1, attempts, last_error
             )
@@ -282,7 +356,8 @@ class HttpPool:
                     max_workers=self.options.max_concurrency, thread_name_prefix="specs-http"
                 )
             executor = self._executor
-        futures = [executor.submit(fn, x) for x in items]
+        # each item runs in the caller's context: its routing key (and budget) go along
+        futures = [executor.submit(contextvars.copy_context().run, fn, x) for x in items]
         return [f.result() for f in futures]
 
     def close(self) -> None:
@@ -294,6 +369,12 @@ class HttpPool:
             executor.shutdown(wait=True)
         for client in self._clients:
             client.close()
+
+
+def _weight(key: str, url: str) -> int:
+    """Rendezvous (highest random weight) hashing: the replica with the largest weight for a key
+    serves it; removing a replica moves only its own keys."""
+    return int.from_bytes(hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest(), "big")
 
 
 class _Deadline(Exception):
