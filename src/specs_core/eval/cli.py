@@ -626,6 +626,81 @@ def rewards_train(
     )
 
 
+def replay(
+    runs: Annotated[list[Path], typer.Argument(help="specs bench run directories to price.")],
+    costs: Annotated[
+        Path, typer.Option("--costs", help="A cost table (benchmarks/gpu_step_costs.py).")
+    ],
+    prompt_tokens: Annotated[
+        int, typer.Option(min=0, help="Tokens of a problem's prompt (template and question).")
+    ] = 128,
+    reward: Annotated[
+        bool,
+        typer.Option(
+            "--reward/--no-reward",
+            help="Price a PRM call per step (off for a reward model that costs nothing, such as "
+            "likelihood).",
+        ),
+    ] = False,
+    acceptance: Annotated[
+        str, typer.Option(help="Acceptance rates for the modelled SPECS / beam search ratio.")
+    ] = "0,0.25,0.5,0.75,1",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Price stored runs with a cost table: the modelled latency on its hardware next to the
+    measured one, and the modelled SPECS / target beam search ratio by draft acceptance rate."""
+    from specs_core.eval.replay import CostTable, replay_run, speculation_ratio
+
+    table = CostTable.load(costs)
+    if not runs:
+        raise InvalidInputError("give at least one run directory")
+    try:
+        rates = [float(x) for x in acceptance.split(",") if x.strip()]
+    except ValueError as e:
+        raise InvalidInputError(f"--acceptance {acceptance!r} must be numbers") from e
+    results = [replay_run(r, table, prompt_tokens=prompt_tokens, reward=reward) for r in runs]
+    measured_rates = {r["run"]: r["draft_acceptance"] for r in results if r["draft_acceptance"]}
+    steps = sum(r["steps"] for r in results)
+    problems = sum(r["problems"] for r in results) or 1
+    profile = {"steps": max(1, round(steps / problems)), "prompt_tokens": prompt_tokens}
+    ratio = speculation_ratio(
+        table,
+        sorted({*rates, *measured_rates.values()}),
+        steps=profile["steps"],
+        prompt_tokens=prompt_tokens,
+        reward=reward and table.has("prm_score"),
+    )
+    if as_json:
+        payload = {
+            "table": dict(table.meta),
+            "runs": [{k: v for k, v in r.items() if k != "per_problem"} for r in results],
+            "specs_over_beam": {str(a): v for a, v in ratio.items()},
+            "profile": profile,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    where = table.meta.get("device", "?")
+    typer.echo(f"cost table: {costs} ({where}, {table.meta.get('source', 'measured')})")
+    typer.echo("| run | problems | modelled s | measured s | modelled / measured | acceptance |")
+    typer.echo("|---|---|---|---|---|---|")
+    for r in results:
+        ratio_text = (
+            "-" if r["modelled_over_measured"] is None else f"{r['modelled_over_measured']:.2f}"
+        )
+        rate = "-" if r["draft_acceptance"] is None else f"{r['draft_acceptance']:.0%}"
+        typer.echo(
+            f"| {r['run']} | {r['problems']} | {r['modelled_s']:.1f} | {r['measured_s']:.1f} | "
+            f"{ratio_text} | {rate} |"
+        )
+    typer.echo(
+        f"\nmodelled SPECS / target beam search (n 4, {profile['steps']} steps of 64 tokens):"
+    )
+    for a, value in ratio.items():
+        named = [Path(run).name for run, rate in measured_rates.items() if rate == a]
+        label = f" (measured in {', '.join(named)})" if named else ""
+        typer.echo(f"  acceptance {a:.0%}: {value:.2f}x{label}")
+
+
 def add_commands(app: typer.Typer) -> None:
     """Add ``bench``, ``sweep``, ``report``, ``calibrate`` and ``rewards eval`` to a typer
     application."""
@@ -633,6 +708,7 @@ def add_commands(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
     app.command("report")(report)
     app.command("calibrate")(calibrate)
+    app.command("replay")(replay)
     rewards = typer.Typer(
         name="rewards", help="Measure reward models.", no_args_is_help=True, add_completion=False
     )
