@@ -29,11 +29,9 @@ from ``GET /v1/models`` unless ``model`` is set.
 from __future__ import annotations
 
 import math
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
 from specs_core.backend_kit.chat import (
@@ -42,9 +40,9 @@ from specs_core.backend_kit.chat import (
     build_renderer,
     render_tagged_steps,
 )
-from specs_core.backend_kit.http import HttpOptions, HttpPool, Transport, chunks, field
-from specs_core.errors import BackendError, ConfigError, ProtocolError, RewardError
-from specs_core.rewards import TokenTally
+from specs_core.backend_kit.http import HttpOptions, Transport, chunks, field
+from specs_core.backend_kit.served import ServedRewardModel
+from specs_core.errors import ConfigError, ProtocolError, RewardError
 
 __all__ = ["VLLMRewardModel", "VLLMRewardOptions", "build_reward"]
 
@@ -81,7 +79,7 @@ class VLLMRewardOptions(HttpOptions):
     max_batch: int = Field(default=16, ge=1, description="solutions per request")
 
 
-class VLLMRewardModel:
+class VLLMRewardModel(ServedRewardModel):
     """Rewards every step of a solution from one pass of a PRM served by vLLM.
 
     Args:
@@ -89,33 +87,17 @@ class VLLMRewardModel:
         transport: a ready transport (tests); default: an :class:`HttpPool` from options.
     """
 
+    kind = "vllm-prm"
+    extra = "openai"
+
     def __init__(self, options: VLLMRewardOptions, transport: Transport | None = None) -> None:
-        self.options = options
-        self._transport = transport
+        super().__init__(options, transport)
+        self.options: VLLMRewardOptions = options
         self._renderer: ChatRenderer | None = None
         self._served: str | None = options.model
-        self._lock = threading.Lock()
         self._memo: OrderedDict[tuple[str, bool], list[int]] = OrderedDict()
-        self._tally = TokenTally()
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        """``options.name`` or ``vllm-prm@<host:port>``."""
-        if self.options.name:
-            return self.options.name
-        urls = self.options.base_urls()
-        return f"vllm-prm@{urlsplit(urls[0]).netloc}" if urls else "vllm-prm"
 
     # -- the server ---------------------------------------------------------------------------
-
-    def _connect(self) -> Transport:
-        with self._lock:
-            if self._closed:
-                raise BackendError(f"reward model {self.name!r} is closed")
-            if self._transport is None:
-                self._transport = HttpPool(self.options, backend="vllm-prm", extra="openai")
-            return self._transport
 
     def _model(self, transport: Transport) -> str:
         if self._served is None:
@@ -168,7 +150,7 @@ class VLLMRewardModel:
 
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """The token ids the PRM reads for a solution, and the position of each step's reward."""
-        transport = self._connect()
+        transport = self._http()
         if self.options.style == "pooling":
             tag = self.options.step_tag
             tag_id = self._single_token(transport, tag, "step_tag")
@@ -222,7 +204,7 @@ class VLLMRewardModel:
         )
 
     def _score_encoded(self, encoded: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        transport = self._connect()
+        transport = self._http()
         model = self._model(transport)
         pooling = self.options.style == "pooling"
         path = "/pooling" if pooling else "/v1/embeddings"
@@ -267,18 +249,6 @@ class VLLMRewardModel:
         if any(not r for r in rows):
             raise RewardError(f"{self.name}: a solution without steps has no last step to score")
         return [r[-1] for r in rows]
-
-    def take_token_usage(self) -> Mapping[str, int]:
-        """Tokens the PRM evaluated since the last call (read by the search accounting)."""
-        return self._tally.take()
-
-    def close(self) -> None:
-        """Close the connections. Calling it twice is harmless."""
-        with self._lock:
-            self._closed = True
-            transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
 
 
 def _number(value: object, where: str) -> float:

@@ -25,10 +25,8 @@ default: Qwen2.5-Math-RM, Skywork-Reward), ``softmax`` (class logits; ``label_in
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field
 from specs_core.backend_kit.chat import (
@@ -37,9 +35,10 @@ from specs_core.backend_kit.chat import (
     build_renderer,
     render_tagged_steps,
 )
-from specs_core.backend_kit.http import HttpOptions, HttpPool, Transport, chunks, field
-from specs_core.errors import BackendError, ProtocolError
-from specs_core.rewards import TokenTally, score_every_prefix
+from specs_core.backend_kit.http import HttpOptions, Transport, chunks, field
+from specs_core.backend_kit.served import ServedRewardModel
+from specs_core.errors import ProtocolError
+from specs_core.rewards import score_every_prefix
 
 __all__ = ["SGLangRewardModel", "SGLangRewardOptions"]
 
@@ -60,7 +59,7 @@ class SGLangRewardOptions(HttpOptions):
     max_batch: int = Field(default=32, ge=1)
 
 
-class SGLangRewardModel:
+class SGLangRewardModel(ServedRewardModel):
     """Rewards each step with a reward model served by SGLang's ``/classify`` endpoint.
 
     Args:
@@ -68,37 +67,26 @@ class SGLangRewardModel:
         transport: a ready transport (tests); default: an :class:`HttpPool` from options.
     """
 
-    def __init__(self, options: SGLangRewardOptions, transport: Transport | None = None) -> None:
-        self.options = options
-        self._transport = transport
-        self._renderer: ChatRenderer | None = None
-        self._lock = threading.Lock()
-        self._tally = TokenTally()
-        self._closed = False
+    kind = "sglang-prm"
+    extra = "sglang"
 
-    @property
-    def name(self) -> str:
-        """``options.name`` or ``sglang-prm@<host:port>``."""
-        if self.options.name:
-            return self.options.name
-        urls = self.options.base_urls()
-        return f"sglang-prm@{urlsplit(urls[0]).netloc}" if urls else "sglang-prm"
+    def __init__(self, options: SGLangRewardOptions, transport: Transport | None = None) -> None:
+        super().__init__(options, transport)
+        self.options: SGLangRewardOptions = options
+        self._renderer: ChatRenderer | None = None
 
     def _connect(self) -> tuple[Transport, ChatRenderer]:
+        transport = self._http()
         with self._lock:
-            if self._closed:
-                raise BackendError(f"reward model {self.name!r} is closed")
-            if self._transport is None:
-                self._transport = HttpPool(self.options, backend="sglang-prm", extra="sglang")
             if self._renderer is None:
                 self._renderer = build_renderer(
                     self.options.chat_template,
                     self.options.tokenizer,
                     None,
-                    backend="sglang-prm",
-                    extra="sglang",
+                    backend=self.kind,
+                    extra=self.extra,
                 )
-            return self._transport, self._renderer
+            return transport, self._renderer
 
     def render(self, question: str, steps: Sequence[str]) -> str:
         """The PRM's input for a partial solution: it ends with the step tag."""
@@ -166,18 +154,6 @@ class SGLangRewardModel:
         return score_every_prefix(
             lambda prefixes: self._classify([self.render(question, p) for p in prefixes]), solutions
         )
-
-    def take_token_usage(self) -> Mapping[str, int]:
-        """Tokens the PRM evaluated since the last call (read by the search accounting)."""
-        return self._tally.take()
-
-    def close(self) -> None:
-        """Close the connections. Calling it twice is harmless."""
-        with self._lock:
-            self._closed = True
-            transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
 
 
 def build_reward(options: SGLangRewardOptions, models: Any = None) -> SGLangRewardModel:
