@@ -21,6 +21,11 @@ a minute, which is how it is tested.
 
     python benchmarks/gpu_step_costs.py --device cuda --out costs-h200.json
     python benchmarks/gpu_step_costs.py --tiny --out /tmp/costs.json
+
+``--llamacpp MODEL`` measures the same calls through the llama.cpp backend on an embedded GGUF
+(draft and target both that model, no PRM) on this CPU, with real weights: the table that checks
+``specs replay`` against a run measured on the same machine. Its prompts ask the model to count,
+so that it does not stop before ``L`` tokens (the generated counts are recorded).
 """
 
 from __future__ import annotations
@@ -125,6 +130,52 @@ def timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> floa
     return statistics.median(times)
 
 
+def measure_llamacpp(args: argparse.Namespace) -> dict[str, Any]:
+    """The draft and target calls through the llama.cpp backend on one embedded model."""
+    from specs_core.types import Prompt, SamplingParams
+
+    from specs_llamacpp.model import LlamaCppModel
+    from specs_llamacpp.options import LlamaCppOptions
+
+    model = LlamaCppModel(LlamaCppOptions(model=args.llamacpp, n_threads=args.threads, n_ctx=8192))
+    entries: list[dict[str, Any]] = []
+    for n in args.n:
+        for length in args.L:
+            for prefix in args.P:
+                # a counting task: the model keeps going, so steps have their full length
+                filler = " ".join(str(i) for i in range(max(0, prefix // 2 - 20)))
+                question = f"Here are numbers: {filler}. Now count from 1 to 5000, one per line."
+                prompt = Prompt(question)
+                params = SamplingParams(n=n, temperature=0.0, max_tokens=length, stop=(), seed=0)
+                drafted = [c.text for c in model.generate([prompt], params)[0]]
+                calls: dict[str, Callable[[], Any]] = {
+                    "draft_generate": lambda p=prompt, s=params: model.generate([p], s),
+                    "target_verify": lambda p=prompt, k=n, c=drafted: model.logprobs([p] * k, c),
+                }
+                for op, fn in calls.items():
+                    seconds = timed(fn, args.repeats, lambda: None)
+                    for name in (op, "target_generate") if op == "draft_generate" else (op,):
+                        row: dict[str, Any] = {"op": name, "n": n, "L": length, "P": prefix}
+                        row["seconds"] = seconds
+                        if op == "draft_generate":
+                            out = model.generate([prompt], params)[0]
+                            row["generated_tokens"] = sum(c.completion_tokens for c in out)
+                        entries.append(row)
+                    print(
+                        f"{op:>16} n={n} L={length:>4} P={prefix:>5}: {seconds:.4f} s", flush=True
+                    )
+    model.close()
+    return {
+        "format": FORMAT,
+        "source": "measured",
+        "device": f"CPU, llama.cpp, {args.threads} threads ({platform.machine()})",
+        "dtype": "GGUF",
+        "models": {"draft": args.llamacpp, "target": args.llamacpp},
+        "grid": {"n": args.n, "L": args.L, "P": args.P},
+        "entries": entries,
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from specs_core.types import Prompt, SamplingParams
@@ -213,6 +264,10 @@ def main() -> None:
     )
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     parser.add_argument("--tiny", action="store_true", help="tiny configurations (CPU tests)")
+    parser.add_argument(
+        "--llamacpp", default=None, help="measure through llama.cpp on this embedded GGUF model"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32")
@@ -232,7 +287,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(1)  # tiny models gain nothing from more threads
-    table = measure(args)
+    table = measure_llamacpp(args) if args.llamacpp else measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=2) + "\n")
     print(f"cost table: {args.out} ({len(table['entries'])} entries, {table['device']})")
