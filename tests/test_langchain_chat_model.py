@@ -103,8 +103,10 @@ def test_wrong_options_are_refused_clearly() -> None:
     chat = ChatSpecs(config=str(TOY))
     with pytest.raises(InvalidInputError, match="top_k"):
         chat.invoke(QUESTION, top_k=3)
-    with pytest.raises(ConfigError, match="no_such"):
-        ChatSpecs(config=str(TOY), policy_options={"no_such": 1}).invoke(QUESTION)
+    with pytest.raises(ConfigError, match="no_such"):  # at construction, before any model loads
+        ChatSpecs(config=str(TOY), policy_options={"no_such": 1})
+    with pytest.raises(NotImplementedError, match="cannot call tools"):
+        chat.bind_tools([])
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     with pytest.raises(InvalidInputError, match="image_url content"):
         chat.invoke([HumanMessage(content=[{"type": "text", "text": QUESTION}, image])])

@@ -2,7 +2,7 @@
 the unit suite, and the integration suite on the toy backend and on the embedded SmolLM2.
 
 Capabilities declared off, by the suites' own flags: tool calling (a search cannot call tools;
-``bind_tools`` is not overridden, so the suites detect it), structured output and JSON mode
+``bind_tools`` raises, saying so), structured output and JSON mode
 (``with_structured_output(method="json_mode")`` exists, but the suites ask for jokes in a JSON
 schema, which neither the toy models nor a 135M model can write: tested on its own in
 test_langchain_chat_model.py), image/audio/PDF inputs, and the recorded-cassette (VCR) timing
@@ -50,6 +50,10 @@ class _ChatSpecsOnToy:
     @property
     def has_structured_output(self) -> bool:
         return False
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # bind_tools exists only to say so
 
 
 class TestChatSpecsUnit(_ChatSpecsOnToy, ChatModelUnitTests):

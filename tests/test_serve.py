@@ -199,7 +199,7 @@ def test_max_tokens_bounds_what_the_search_generates(client: openai.OpenAI) -> N
         ({"model": "no-such-policy"}, 404, "no-such-policy"),
         ({"extra_body": {"specs": {"tau_sw": "high"}}}, 400, "tau_sw"),
         ({"extra_body": {"specs": {"no_such_option": 1}}}, 400, "no_such_option"),
-        ({"n": 2}, 400, "n must be 1"),
+        ({"n": 2}, 400, "n: only 1 is supported"),
         ({"temperature": 3.5}, 400, "temperature"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
         ({"logprobs": True}, 400, "logprobs"),
@@ -220,6 +220,17 @@ def test_bad_requests_get_a_clear_error(
         client.chat.completions.create(**request)  # type: ignore[call-overload]
     assert caught.value.status_code == status
     assert names in caught.value.message
+
+
+def test_a_model_can_be_retrieved_and_errors_name_the_field(client: openai.OpenAI) -> None:
+    assert client.models.retrieve("beam_search").id == "beam_search"
+    with pytest.raises(openai.NotFoundError, match="offers toy"):
+        client.models.retrieve("no-such-policy")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="toy", messages=[{"role": "user", "content": "1+1?"}], extra_body={"seed_x": 1}
+        )
+    assert caught.value.param == "seed_x" and "`specs` field" in caught.value.message
 
 
 def test_the_api_key_is_required_and_never_logged(server: SpecsServer) -> None:

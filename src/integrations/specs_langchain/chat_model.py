@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from specs_core.answering import AnswerEnd, AnswerEvent, AnswerStream, search_summary, step_summary
 from specs_core.config import SpecsConfig
 from specs_core.errors import BackendError, InvalidInputError
@@ -166,6 +166,30 @@ class ChatSpecs(BaseChatModel):
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> ChatSpecs:
+        """Read the configuration (no model loads) and validate the policy options now, so a bad
+        one fails where it is written rather than at the first call."""
+        specs = self._specs()
+        options = dict(self.policy_options)
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        resolve_policy(specs.config, self.model_name, options, specs.registry)
+        return self
+
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Not supported: a search writes a free-text solution and cannot call tools.
+
+        Raises:
+            NotImplementedError: always (use ``with_structured_output`` for JSON answers).
+        """
+        raise NotImplementedError(
+            "ChatSpecs cannot call tools: a search writes a free-text solution. For a JSON "
+            "answer use with_structured_output(schema) (json_mode)"
+        )
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -387,7 +411,8 @@ class ChatSpecs(BaseChatModel):
         return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
     def close(self) -> None:
-        """Free the models this chat model loaded (not those passed in as ``specs``)."""
+        """Free the models this chat model loaded (not those passed in as ``specs``); a later
+        call loads them again."""
         if self._loaded is not None:
             self._loaded.close()
             self._loaded = None

@@ -60,20 +60,26 @@ def _error(
     kind: str = "invalid_request_error",
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_message(error: ValidationError) -> str:
+def _validation_error(error: ValidationError) -> JSONResponse:
+    """400 naming each bad field (OpenAI's ``param``: the first of them)."""
     problems = []
+    params = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown field; leave it out (policy options go in the `specs` field)"
+            message = "unknown field; leave it out"
+            if len(item["loc"]) == 1:
+                message += " (policy options go in the `specs` field)"
         problems.append(f"{where}: {message}" if where else message)
-    return "; ".join(problems)
+        params.append(where)
+    return _error(400, "; ".join(problems), param=next((p for p in params if p), None))
 
 
 class _Api:
@@ -116,13 +122,25 @@ class _Api:
             self.service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    def _card(self, name: str) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": int(self.service.started),
+            "owned_by": "specs",
+        }
+
     async def models(self, request: Request) -> Response:
-        created = int(self.service.started)
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "specs"}
-            for name in self.service.model_ids()
-        ]
+        data = [self._card(name) for name in self.service.model_ids()]
         return JSONResponse({"object": "list", "data": data})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in self.service.model_ids():
+            offered = ", ".join(self.service.model_ids())
+            message = f"unknown model {name!r}; this server offers {offered}"
+            return _error(404, message, code="model_not_found", param="model")
+        return JSONResponse(self._card(name))
 
     # -- searches -----------------------------------------------------------------------------
 
@@ -144,13 +162,14 @@ class _Api:
             parsed = kind.model_validate(body)
             question, system = parsed.question()
         except ValidationError as e:
-            return self._count(endpoint, "-", _error(400, _validation_message(e)))
+            return self._count(endpoint, "-", _validation_error(e))
         except ValueError as e:
             return self._count(endpoint, "-", _error(400, str(e)))
         try:
             job = self.service.job(parsed, question, system)
         except UnknownModelError as e:
-            return self._count(endpoint, parsed.model, _error(404, str(e), code="model_not_found"))
+            not_found = _error(404, str(e), code="model_not_found", param="model")
+            return self._count(endpoint, parsed.model, not_found)
         except SpecsError as e:
             return self._count(endpoint, parsed.model, _error(400, str(e)))
         try:
@@ -362,6 +381,7 @@ def create_app(service: SearchService, *, api_key: str | None = None) -> Starlet
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.guarded(api.metrics), methods=["GET"]),
         Route("/v1/models", api.guarded(api.models), methods=["GET"]),
+        Route("/v1/models/{model:path}", api.guarded(api.model), methods=["GET"]),
         Route("/v1/chat/completions", api.guarded(api.chat), methods=["POST"]),
         Route("/v1/completions", api.guarded(api.completions), methods=["POST"]),
     ]

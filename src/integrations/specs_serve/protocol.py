@@ -145,8 +145,8 @@ class SearchRequest(BaseModel):
     def _one_choice(cls, value: int) -> int:
         if value != 1:
             raise ValueError(
-                "n must be 1: a search returns one answer (it already weighs many candidates; "
-                "set their number with specs={'n': N})"
+                "only 1 is supported: a search returns one answer (it already weighs many "
+                "candidates; set their number with specs={'n': N})"
             )
         return value
 
