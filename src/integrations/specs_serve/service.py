@@ -75,8 +75,8 @@ def openai_usage(result: SearchResult) -> dict[str, Any]:
     """OpenAI's ``usage`` object: every model's prompt and generated tokens.
 
     ``completion_tokens`` counts every token the search generated (all candidates, all models),
-    the way a reasoning model counts its hidden reasoning tokens; the part beyond the answer's
-    own steps is reported as ``reasoning_tokens``.
+    the way a reasoning model counts its hidden reasoning tokens; ``cached_tokens`` the prompt
+    tokens served from a prefix cache. The split per model is in the ``specs`` extension.
     """
     tokens = result.usage.tokens.values()
     prompt = sum(u.prompt for u in tokens)
@@ -146,11 +146,11 @@ class Ticket:
         admission = self._admission
         try:
             await admission._semaphore.acquire()
-        finally:
+        finally:  # cancelled while waiting, or admitted: out of the line either way
             admission.waiting -= 1
             self._state = "done"
-        self._state = "running"
         admission.running += 1
+        self._state = "running"
         return self
 
     async def __aexit__(
