@@ -344,3 +344,15 @@ def test_langchain_chat_openai_against_specs_serve(server: SpecsServer) -> None:
         joined += chunk
     assert joined.content == expected(QUESTIONS[6], "specs")
     assert joined.usage_metadata is not None and joined.usage_metadata["output_tokens"] > 0
+
+
+def test_engines_that_serialise_calls_serve_one_search_at_a_time() -> None:
+    from specs_core import Specs
+
+    from specs_serve.cli import default_max_running
+
+    with Specs.from_config(TOY_CONFIG) as specs:
+        assert default_max_running(specs) == 4  # the toy models interleave reproducibly
+    smollm2 = TOY_CONFIG.parent / "smollm2.yaml"
+    with Specs.from_config(smollm2) as specs:  # llama.cpp: built, not loaded
+        assert default_max_running(specs) == 1

@@ -15,7 +15,7 @@ from specs_core.errors import InvalidInputError, PluginError, install_hint
 from specs_core.resolution import resolve_config
 from specs_core.solver import Specs
 
-__all__ = ["API_KEY_VARIABLE", "add_commands", "serve"]
+__all__ = ["API_KEY_VARIABLE", "add_commands", "default_max_running", "serve"]
 
 API_KEY_VARIABLE = "SPECS_API_KEY"
 """The environment variable holding the key clients must send (unset or empty: no auth)."""
@@ -33,8 +33,14 @@ def serve(
         typer.Option(help="Model id of the config's own policy (default: the config file's name)."),
     ] = None,
     max_running: Annotated[
-        int, typer.Option(min=1, help="Searches that run at once on the shared models.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Searches that run at once on the shared models (default: 4; 1 when a model "
+            "runs one call at a time, as llama.cpp does: interleaved searches evict each "
+            "other's prompt cache).",
+        ),
+    ] = None,
     max_waiting: Annotated[
         int, typer.Option(min=0, help="Requests that may wait for a slot; more get HTTP 429.")
     ] = 64,
@@ -63,9 +69,10 @@ def serve(
     resolved = resolve_config(config, None, overrides or [])
     model_id = name or (Path(config).stem if config is not None else "default")
     api_key = os.environ.get(API_KEY_VARIABLE) or None
-    service = SearchService(
-        Specs(resolved), model_id, max_running=max_running, max_waiting=max_waiting
-    )
+    specs = Specs(resolved)
+    if max_running is None:
+        max_running = default_max_running(specs)
+    service = SearchService(specs, model_id, max_running=max_running, max_waiting=max_waiting)
     app = create_app(service, api_key=api_key)
     server = _server_class()(
         uvicorn.Config(
@@ -91,6 +98,18 @@ def serve(
             f"the server could not start on {host}:{port} (see the message above); "
             "choose another --port or --host"
         )
+
+
+def default_max_running(specs: Specs) -> int:
+    """4 searches at once, or 1 when a configured model serialises its calls and depends on
+    what ran before (llama.cpp): on SmolLM2, 4 interleaved searches served half the requests
+    per second of 1 (BENCHMARKS.md, "specs serve under load"), as each evicted the others'
+    cached prompts."""
+    from specs_core.config import ROLE_NAMES
+
+    roles = [r for r in ROLE_NAMES if getattr(specs.config, r) is not None]
+    serial = any(not specs.model(r).capabilities.reproducible_interleaved for r in roles)
+    return 1 if serial else 4
 
 
 def _listening_line(server: Any) -> None:
