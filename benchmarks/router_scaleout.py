@@ -78,7 +78,8 @@ def start_router(workers: list[str], log: Path) -> tuple[subprocess.Popen[bytes]
 def run(url: str, problems: list[Any], concurrency: int, out: Path, tokens: int) -> dict[str, Any]:
     config = resolve_config(
         {
-            "target": {"backend": "sglang", "url": url, "timeout_s": 600},
+            # one prompt per request, its text a string: what the router's typed API accepts
+            "target": {"backend": "sglang", "url": url, "timeout_s": 600, "single_prompt": True},
             "policy": {"name": "greedy", "max_solution_tokens": tokens},
         },
         None,

@@ -92,6 +92,26 @@ def test_the_concurrency_limit_bounds_requests_in_flight(
         model.close()
 
 
+def test_single_prompt_requests_give_the_batched_answers(pair: tuple[ServerProcess, ...]) -> None:
+    a, _ = pair
+    params = SamplingParams(n=2, temperature=0.7, max_tokens=6, seed=3)
+    prompts = [PROMPT, Prompt("Name a color.")]
+    batched, single = _model(url=a.url), _model(url=a.url, single_prompt=True)
+    try:
+        want = [[c.text for c in group] for group in batched.generate(prompts, params)]
+        a.reset()
+        got = [[c.text for c in group] for group in single.generate(prompts, params)]
+        assert got == want
+        assert a.stats()["requests"]["/generate"] >= 4  # one request per prompt and seed
+        scored = single.logprobs(prompts, ["Five.", "Blue."])
+        expected = batched.logprobs(prompts, ["Five.", "Blue."])
+        for got_one, want_one in zip(scored, expected, strict=True):
+            assert got_one.logprobs == pytest.approx(want_one.logprobs, abs=1e-5)
+    finally:
+        batched.close()
+        single.close()
+
+
 def test_a_searchs_requests_stick_to_one_replica(pair: tuple[ServerProcess, ...]) -> None:
     a, b = pair
     model = _model(urls=(a.url, b.url))

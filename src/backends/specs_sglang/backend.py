@@ -72,6 +72,11 @@ class SGLangOptions(HttpOptions):
     )
     tokenizer: str | None = Field(default=None, description="tokenizer dir/name for its template")
     max_batch: int = Field(default=64, ge=1, description="prompts per /generate request")
+    single_prompt: bool = Field(
+        default=False,
+        description="send one prompt per /generate request, its text as a string (what "
+        "sglang-router's typed API accepts); the batch goes out as concurrent requests",
+    )
     original_logprobs: bool = Field(
         default=False,
         description="the server runs with SGLANG_RETURN_ORIGINAL_LOGPROB=1 (untempered logprobs)",
@@ -268,7 +273,7 @@ class SGLangModel:
             payload["text"] = texts
             payload["sampling_params"] = dict(sampling, n=n)
         where = f"{transport.where} /generate"
-        outputs = transport.request("POST", "/generate", payload)
+        outputs = self._post_generate(transport, payload)
         if not isinstance(outputs, list) or len(outputs) != len(texts) * n:
             got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
             raise ProtocolError(
@@ -415,7 +420,7 @@ class SGLangModel:
                 "return_logprob": True,
                 "logprob_start_len": 0,
             }
-            answer = transport.request("POST", "/generate", payload)
+            answer = self._post_generate(transport, payload)
             rows = []
             for out in self._expect_list(answer, batch, where):
                 meta = field(out, "meta_info", dict, where)
@@ -448,7 +453,7 @@ class SGLangModel:
                 "return_logprob": True,
                 "logprob_start_len": [len(items[k][0]) - 1 for k in batch],
             }
-            answer = transport.request("POST", "/generate", payload)
+            answer = self._post_generate(transport, payload)
             outputs = self._expect_list(answer, batch, where)
             scored = []
             for k, out in zip(batch, outputs, strict=True):
@@ -477,6 +482,25 @@ class SGLangModel:
         for k, s in zip(todo, (s for rows in done for s in rows), strict=True):
             results[k] = s
         return results
+
+    def _post_generate(self, transport: Transport, payload: dict[str, Any]) -> Any:
+        """``POST /generate`` with a batched payload (``text`` or ``input_ids`` a list, the
+        per-item fields lists or shared); with ``single_prompt``, one request per item, sent
+        concurrently, their answers joined in order as one batched answer would be."""
+        key = "text" if "text" in payload else "input_ids"
+        items = payload[key]
+        if not self.options.single_prompt:
+            return transport.request("POST", "/generate", payload)
+
+        def one(i: int) -> list[Any]:
+            single = {
+                k: (v[i] if isinstance(v, list) and k != key else v) for k, v in payload.items()
+            }
+            single[key] = items[i]
+            answer = transport.request("POST", "/generate", single)
+            return answer if isinstance(answer, list) else [answer]
+
+        return [out for outs in transport.map(one, list(range(len(items)))) for out in outs]
 
     @staticmethod
     def _expect_list(outputs: object, batch: Sequence[object], where: str) -> list[Any]:
