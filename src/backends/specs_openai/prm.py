@@ -36,8 +36,6 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from specs_core.backend_kit.chat import (
     QWEN25_MATH_SYSTEM,
-    ChatRenderer,
-    build_renderer,
     render_tagged_steps,
 )
 from specs_core.backend_kit.http import HttpOptions, Transport, chunks, field
@@ -93,7 +91,6 @@ class VLLMRewardModel(ServedRewardModel):
     def __init__(self, options: VLLMRewardOptions, transport: Transport | None = None) -> None:
         super().__init__(options, transport)
         self.options: VLLMRewardOptions = options
-        self._renderer: ChatRenderer | None = None
         self._served: str | None = options.model
         self._memo: OrderedDict[tuple[str, bool], list[int]] = OrderedDict()
 
@@ -136,25 +133,13 @@ class VLLMRewardModel(ServedRewardModel):
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def _renderer_for(self) -> ChatRenderer:
-        with self._lock:
-            if self._renderer is None:
-                self._renderer = build_renderer(
-                    self.options.chat_template,
-                    self.options.tokenizer,
-                    None,
-                    backend="vllm-prm",
-                    extra="openai",
-                )
-            return self._renderer
-
     def encode(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """The token ids the PRM reads for a solution, and the position of each step's reward."""
         transport = self._http()
         if self.options.style == "pooling":
             tag = self.options.step_tag
             tag_id = self._single_token(transport, tag, "step_tag")
-            renderer = self._renderer_for()
+            renderer = self._chat()
             text = render_tagged_steps(renderer, question, steps, tag, self.options.system)
             ids = self._tokens(transport, text, False)
             positions = [i for i, t in enumerate(ids) if t == tag_id]

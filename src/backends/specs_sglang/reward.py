@@ -32,7 +32,6 @@ from pydantic import ConfigDict, Field
 from specs_core.backend_kit.chat import (
     QWEN25_MATH_SYSTEM,
     ChatRenderer,
-    build_renderer,
     render_tagged_steps,
 )
 from specs_core.backend_kit.http import HttpOptions, Transport, chunks, field
@@ -73,20 +72,9 @@ class SGLangRewardModel(ServedRewardModel):
     def __init__(self, options: SGLangRewardOptions, transport: Transport | None = None) -> None:
         super().__init__(options, transport)
         self.options: SGLangRewardOptions = options
-        self._renderer: ChatRenderer | None = None
 
     def _connect(self) -> tuple[Transport, ChatRenderer]:
-        transport = self._http()
-        with self._lock:
-            if self._renderer is None:
-                self._renderer = build_renderer(
-                    self.options.chat_template,
-                    self.options.tokenizer,
-                    None,
-                    backend=self.kind,
-                    extra=self.extra,
-                )
-            return transport, self._renderer
+        return self._http(), self._chat()
 
     def render(self, question: str, steps: Sequence[str]) -> str:
         """The PRM's input for a partial solution: it ends with the step tag."""

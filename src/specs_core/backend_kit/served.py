@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import ClassVar, Protocol
 from urllib.parse import urlsplit
 
+from specs_core.backend_kit.chat import ChatRenderer, build_renderer
 from specs_core.backend_kit.http import HttpOptions, HttpPool, Transport
 from specs_core.errors import BackendError
 from specs_core.rewards import TokenTally
@@ -17,6 +18,8 @@ __all__ = ["ServedRewardModel"]
 
 class _NamedHttpOptions(Protocol):
     name: str | None
+    chat_template: str | None
+    tokenizer: str | None
 
     def base_urls(self) -> tuple[str, ...]: ...
 
@@ -41,6 +44,7 @@ class ServedRewardModel:
         self._transport = transport
         self._lock = threading.Lock()
         self._tally = TokenTally()
+        self._renderer: ChatRenderer | None = None
         self._closed = False
 
     @property
@@ -64,6 +68,20 @@ class ServedRewardModel:
             if self._transport is None:
                 self._transport = HttpPool(self.options, backend=self.kind, extra=self.extra)
             return self._transport
+
+    def _chat(self) -> ChatRenderer:
+        """The renderer of the options' ``chat_template`` (or ``tokenizer``), built once."""
+        options: _NamedHttpOptions = self.options  # type: ignore[assignment]
+        with self._lock:
+            if self._renderer is None:
+                self._renderer = build_renderer(
+                    options.chat_template,
+                    options.tokenizer,
+                    None,
+                    backend=self.kind,
+                    extra=self.extra,
+                )
+            return self._renderer
 
     def take_token_usage(self) -> Mapping[str, int]:
         """Tokens the model evaluated since the last call (read by the search accounting)."""
