@@ -89,8 +89,9 @@ def test_a_trace_is_priced_call_by_call(tmp_path: Path) -> None:
     cost = price_trace(trace, table, prompt_tokens=100, reward=True)
     p1, p2 = 100, 100 + 20  # the prompt, then the prompt and the committed first step
     expected = {
-        "target_generate": exact("target_generate", 2, 25, p1),
-        "draft_generate": exact("draft_generate", 2, 20, p2),
+        # generation waits for the longest candidate; a verification prefill costs the mean
+        "target_generate": exact("target_generate", 2, 30, p1),
+        "draft_generate": exact("draft_generate", 2, 30, p2),
         "target_verify": exact("target_verify", 2, 20, p2),
         "prm_score": exact("prm_score", 2, 25, p1) + exact("prm_score", 2, 20, p2),
     }

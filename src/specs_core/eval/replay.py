@@ -6,15 +6,17 @@ each candidate and how many tokens it has, and which one was committed. A cost t
 verification prefill and a PRM call, for ``n`` candidates of ``L`` tokens after a prefix of ``P``
 tokens) prices each step's calls:
 
-- drafted candidates: ``draft_generate(n_d, L, P)`` plus ``target_verify(n_d, L, P)``;
-- candidates the target wrote: ``target_generate(n_t, L, P)``;
+- drafted candidates: ``draft_generate(n_d, L_max, P)`` plus ``target_verify(n_d, L, P)``;
+- candidates the target wrote: ``target_generate(n_t, L_max, P)``;
 - with a priced reward model (``--reward prm``): ``prm_score(n, L, P)`` for the step's candidates;
 
-with ``L`` the mean length of those candidates and ``P`` the prompt plus the committed steps so
-far. A cost between grid points is interpolated bilinearly in (``L``, ``P``), then linearly in
-``n`` (and extrapolated linearly beyond the grid). Summed per problem this is the modelled
-latency of the run on the table's hardware; on the hardware the run was measured on it should
-come close to the measured latency, minus what the table leaves out (policy logic, a free reward
+with ``L_max`` the longest of those candidates (the n candidates of a step decode as one batch,
+and the step waits for the last of them to stop), ``L`` their mean length (a prefill costs what
+its tokens cost, whatever their split), and ``P`` the prompt plus the committed steps so far. A
+cost between grid points is interpolated bilinearly in (``L``, ``P``), then linearly in ``n``
+(and extrapolated linearly beyond the grid). Summed per problem this is the modelled latency of
+the run on the table's hardware; on the hardware the run was measured on it should come close to
+the measured latency, minus what the table leaves out (policy logic, a free reward
 model, tokenization).
 
 :func:`speculation_ratio` models SPECS against target beam search for a step profile as a
@@ -163,9 +165,17 @@ class ProblemCost:
         return sum(self.seconds.values())
 
 
+def _tokens(candidates: Sequence[Mapping[str, Any]]) -> list[float]:
+    return [float(c.get("tokens") or 0) for c in candidates]
+
+
 def _mean_tokens(candidates: Sequence[Mapping[str, Any]]) -> float:
-    tokens = [float(c.get("tokens") or 0) for c in candidates]
+    tokens = _tokens(candidates)
     return sum(tokens) / len(tokens) if tokens else 0.0
+
+
+def _longest(candidates: Sequence[Mapping[str, Any]]) -> float:
+    return max(_tokens(candidates), default=0.0)
 
 
 def price_trace(
@@ -190,15 +200,16 @@ def price_trace(
         drafts = [c for c in candidates if c.get("source") == "draft"]
         targets = [c for c in candidates if c.get("source") == "target"]
         if drafts:
-            length = _mean_tokens(drafts)
-            cost.seconds["draft_generate"] += table.cost("draft_generate", len(drafts), length, at)
-            cost.seconds["target_verify"] += table.cost("target_verify", len(drafts), length, at)
+            n = len(drafts)
+            cost.seconds["draft_generate"] += table.cost("draft_generate", n, _longest(drafts), at)
+            cost.seconds["target_verify"] += table.cost(
+                "target_verify", n, _mean_tokens(drafts), at
+            )
             cost.drafted_steps += 1
             cost.accepted_steps += bool(step.get("accepted"))
         if targets:
-            length = _mean_tokens(targets)
             cost.seconds["target_generate"] += table.cost(
-                "target_generate", len(targets), length, at
+                "target_generate", len(targets), _longest(targets), at
             )
         if reward:
             length = _mean_tokens(candidates)
