@@ -13,6 +13,7 @@ from specs_core.errors import CapabilityError, ConfigError, InvalidInputError
 from specs_core.policies import SpecsOptions, SpecsPolicy
 from specs_core.protocols import Capabilities, Roles
 from specs_core.search import CompletedPool, SolutionPath
+from specs_core.text import repeated_share
 from specs_core.types import Decision, SearchResult, StepRecord, StepSource, StopReason
 
 from policy_doubles import LENGTH, ScriptedModel, ScriptedReward, cand
@@ -659,3 +660,40 @@ def test_under_its_conditions_the_selected_draft_follows_the_kl_regularised_opti
         assert worst < 0.05, (picks, {t: v / z for t, v in optimum.items()})
     else:
         assert worst > 0.2, picks
+
+
+# -- drafts that repeat the solution -----------------------------------------------------------
+
+
+def _looping_case():
+    first = "the sum of a and b is 7 so c is 7 too\n\n"
+    loop = "the sum of a and b is 7 so c is 7 too the sum of a and b is 7\n\n"
+    fresh = "then d is twice c which makes 14 in all\n\n"
+    target = ScriptedModel(
+        "tgt",
+        script={"": [cand(first), cand(first)]},
+        scores={loop: [-0.1], fresh: [-0.5]},
+    )
+    draft = ScriptedModel("drf", script={first: [cand(loop, -0.1), cand(fresh, -0.5)]})
+    reward = ScriptedReward({first.strip(): 0.9, loop.strip(): 0.9, fresh.strip(): 0.7})
+    return draft, target, reward, loop, fresh
+
+
+@pytest.mark.parametrize(("limit", "committed"), [(1.0, "loop"), (0.8, "fresh")])
+def test_a_draft_that_repeats_the_solution_is_rejected_under_max_repetition(limit, committed):
+    draft, target, reward, loop, fresh = _looping_case()
+    result = run_specs(
+        draft, target, reward, n=2, temperature=0, tau_acc=0.0, max_steps=2,
+        max_repetition=limit,
+    )  # fmt: skip
+    assert result.steps[1].text == {"loop": loop, "fresh": fresh}[committed]
+    accepted = [c.accepted for c in result.steps[1].candidates]
+    assert accepted == ([True, True] if limit == 1.0 else [False, True])
+
+
+def test_repeated_share_counts_ngrams_already_written():
+    assert repeated_share("a b c d", "") == 0.0
+    assert repeated_share("a b c d", "x a b c d y") == 1.0
+    assert repeated_share("a b c d a b c d", "") == 1 / 5  # the second "a b c d" repeats
+    assert repeated_share("a b c d " * 5, "") == 13 / 17  # a loop inside the step
+    assert repeated_share("a b c", "a b c") == 0.0  # too short to judge

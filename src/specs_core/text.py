@@ -12,6 +12,7 @@ __all__ = [
     "extract_answer",
     "extract_boxed",
     "partial_as_generated",
+    "repeated_share",
     "split_steps",
     "states_final_answer",
     "step_content",
@@ -53,6 +54,23 @@ def as_generated(step: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
 def partial_as_generated(steps: Sequence[str], delimiter: str = DEFAULT_STEP_DELIMITER) -> str:
     """A partial solution as the model wrote it: each step :func:`as_generated`, in order."""
     return "".join(as_generated(s, delimiter) for s in steps)
+
+
+def repeated_share(step: str, before: str, n: int = 4) -> float:
+    """The share of a step's word ``n``-grams already written: in ``before`` (the solution so
+    far) or earlier in the step itself. Near 1 for a step that copies earlier steps or loops
+    inside itself; 0 for a step with fewer than ``n`` words."""
+    words = step.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    prior = before.split()
+    seen = {tuple(prior[i : i + n]) for i in range(len(prior) - n + 1)}
+    repeated = 0
+    for gram in grams:
+        repeated += gram in seen
+        seen.add(gram)
+    return repeated / len(grams)
 
 
 def split_steps(text: str, delimiter: str = DEFAULT_STEP_DELIMITER) -> list[str]:

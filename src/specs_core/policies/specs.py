@@ -65,6 +65,7 @@ from specs_core.search import (
     is_finished,
     reject_nan,
 )
+from specs_core.text import repeated_share
 from specs_core.types import (
     CandidateRecord,
     Completion,
@@ -104,6 +105,14 @@ class SpecsOptions(StepSearchOptions):
         False,
         description="when every draft is rejected, the target keeps the prefix of each draft that "
         "token-level speculative sampling accepts (draft and target must share a tokenizer)",
+    )
+    max_repetition: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="reject a draft when more than this share of its word 4-grams were already "
+        "written (earlier in the solution or in the draft itself): a small draft's loops read as "
+        "likely to the target; 1.0: no guard",
     )
 
     @field_validator("tau_acc", "tau_sw")
@@ -235,9 +244,21 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         l_t = [self._measure(t.logprobs) for t in target_lp]
         return [(lt - ld) + beta * r for lt, ld, r in zip(l_t, l_d, rewards, strict=True)]
 
-    def _survivors(self, scores: Sequence[float], distinct: Sequence[int]) -> list[int]:
-        """The distinct drafts whose soft score passes the acceptance test ``s > tau_acc``."""
-        return [j for j in distinct if scores[j] > self.options.tau_acc]
+    def _survivors(self, scores: Sequence[float], candidates: Sequence[int]) -> list[int]:
+        """The candidate drafts whose soft score passes the acceptance test ``s > tau_acc``."""
+        return [j for j in candidates if scores[j] > self.options.tau_acc]
+
+    def _fresh(
+        self, texts: Sequence[str], distinct: Sequence[int], path: SolutionPath
+    ) -> list[int]:
+        """The distinct drafts that do not repeat what is written (``max_repetition``)."""
+        limit = self.options.max_repetition
+        if limit >= 1.0:
+            return list(distinct)
+        fresh = [j for j in distinct if repeated_share(texts[j], path.text) <= limit]
+        if len(fresh) < len(distinct):
+            log.debug("drafts %s repeat the solution so far", sorted(set(distinct) - set(fresh)))
+        return fresh
 
     def _draft_step(
         self,
@@ -253,6 +274,7 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
         texts = [c.text for c in completions]
         finished = [is_finished(c) for c in completions]
         distinct = self._distinct(texts)
+        fresh = self._fresh(texts, distinct, path)
         verification: Verification | None = None
         if o.hybrid:
             draft_lp = ctx.score("draft", [prompt] * len(texts), texts) if score_draft else None
@@ -260,7 +282,7 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
             rewards = ctx.rewards_last([[*path.steps, t] for t in texts])
 
             def none_eligible(scored: list[TokenLogprobs]) -> bool:
-                survivors = self._survivors(self._soft_scores(scored, l_d, rewards), distinct)
+                survivors = self._survivors(self._soft_scores(scored, l_d, rewards), fresh)
                 return not self._eligible(survivors, finished, distinct)
 
             # every draft is a proposal (sample k continues proposal k), duplicates included
@@ -283,7 +305,7 @@ class SpecsPolicy(SearchPolicy[SpecsOptions]):
             l_d = self._draft_measures(ctx, completions, draft_lp)
         l_t = [self._measure(t.logprobs) for t in target_lp]
         scores = self._soft_scores(target_lp, l_d, rewards)
-        survivors = self._survivors(scores, distinct)
+        survivors = self._survivors(scores, fresh)
         eligible = self._eligible(survivors, finished, distinct)
         chosen: int | None = None
         if eligible:
