@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import typer
 from specs_core import Specs
+from specs_core.backend_kit.artifacts import EMBEDDED_MODELS
 from specs_core.errors import CapabilityError, ConfigError
 from specs_core.eval.cli import add_commands
 from specs_core.eval.stats import auc
 from specs_core.plugins import get_registry
-from specs_core.probe import ProbeArtifact, ProbeRewardModel, train_probe
+from specs_core.probe import ProbeArtifact, ProbeRewardModel, shipped_probes, train_probe
 from specs_core.testing.toy import ToyLanguageModel
 from typer.testing import CliRunner
 
@@ -136,3 +137,55 @@ def test_rewards_train_reads_a_real_models_hidden_states_and_the_probe_ranks_sol
         other.write_text(json.dumps(data))
         with pytest.raises(ConfigError, match=r"trained on .smollm2-135m..*train a probe"):
             specs.build_reward_model({"name": "probe", "artifact": str(other)})
+
+
+SHIPPED = "qwen2.5-coder-1.5b-gsm8k"
+
+
+def test_the_shipped_probe_loads_by_name_and_refuses_another_model() -> None:
+    assert SHIPPED in shipped_probes()
+    probe = ProbeArtifact.load(SHIPPED)
+    target = EMBEDDED_MODELS["qwen2.5-coder-1.5b"]
+    assert (probe.model_name, probe.model_sha256, probe.dim) == (target.name, target.sha256, 1536)
+    probe.check_model(target.sha256, target.name)  # the model it was trained on: accepted
+    draft = EMBEDDED_MODELS["qwen2.5-coder-0.5b"]
+    with pytest.raises(ConfigError, match=r"trained on 'qwen2.5-coder-1.5b'.*qwen2.5-coder-0.5b"):
+        probe.check_model(draft.sha256, draft.name)
+    # its training problems are disjoint from the evaluation subsets (headline, side by side)
+    evaluated = {
+        f"gsm8k:{json.loads(line)['id']}"
+        for run in ("headline/gsm8k/target_beam_search", "side-by-side/gsm8k/beam_search")
+        for line in (ROOT / "benchmarks" / "results" / run / "results.jsonl").open()
+    }
+    assert len(evaluated) >= 100 and not evaluated & set(probe.meta["problem_ids"])
+
+
+def test_an_unknown_probe_name_lists_the_shipped_ones(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"'no-such-probe' does not exist; name a shipped .*{SHIPPED}"
+    ):
+        ProbeArtifact.load("no-such-probe")
+    local = tmp_path / SHIPPED  # a file of that name wins over the shipped probe
+    local.write_text("{}")
+    with pytest.raises(ConfigError, match="is not a specs-probe/1 probe artifact"):
+        ProbeArtifact.load(local)
+
+
+@pytest.mark.llamacpp
+def test_the_shipped_probe_rewards_steps_of_the_embedded_target() -> None:
+    if reason := get_registry().backend("llamacpp").unavailable_reason():
+        pytest.skip(f"the llamacpp backend is unavailable: {reason}")
+    config = {
+        "target": {"backend": "llamacpp", "model": "qwen2.5-coder-1.5b", "n_ctx": 1024},
+        "draft": {"backend": "llamacpp", "model": "qwen2.5-coder-0.5b", "n_ctx": 1024},
+    }
+    question = "Tom has 3 apples and buys 4 more, then eats 2. How many apples are left?"
+    steps = ["Tom has 3 + 4 = 7 apples.", "He eats 2, so 7 - 2 = 5 are left.",
+             "Therefore, the final answer is $\\boxed{5}$."]  # fmt: skip
+    with Specs.from_config(config) as specs:
+        prm = specs.build_reward_model({"name": "probe", "artifact": SHIPPED})
+        [rewards] = prm.score(question, [steps])
+        assert len(rewards) == 3 and all(0 < r < 1 for r in rewards)
+        assert prm.score_last(question, [steps[:2]]) == [rewards[1]]
+        with pytest.raises(ConfigError, match=r"trained on 'qwen2\.5-coder-1\.5b'"):
+            specs.build_reward_model({"name": "probe", "artifact": SHIPPED, "model": "draft"})

@@ -41,12 +41,14 @@ __all__ = [
     "ProbeArtifact",
     "ProbeOptions",
     "ProbeRewardModel",
+    "shipped_probes",
     "step_prompts",
     "train_probe",
 ]
 
 PROBE_FORMAT = "specs-probe/1"
 _MEMO_SIZE = 4096
+_SHIPPED = "probes"
 
 
 @dataclass(frozen=True)
@@ -78,17 +80,19 @@ class ProbeArtifact:
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeArtifact:
-        """Read an artifact written by :meth:`save`.
+        """Read an artifact written by :meth:`save`: a file, or the name of a probe shipped
+        with the package (:func:`shipped_probes`).
 
         Raises:
             ConfigError: the file is missing, not a probe, or inconsistent.
         """
-        path = Path(path)
+        path = _locate(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise ConfigError(
-                f"probe artifact {str(path)!r} does not exist; train one with specs rewards train"
+                f"probe artifact {str(path)!r} does not exist; name a shipped probe "
+                f"({', '.join(shipped_probes()) or 'none'}) or train one with specs rewards train"
             ) from e
         except ValueError as e:
             raise ConfigError(f"probe artifact {str(path)!r} is not JSON: {e}") from e
@@ -157,6 +161,21 @@ class ProbeArtifact:
         return result
 
 
+def shipped_probes() -> list[str]:
+    """The names of the probes shipped in the package (``specs_core/probes/<name>.json``)."""
+    folder = Path(__file__).with_name(_SHIPPED)
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def _locate(value: str | Path) -> Path:
+    """A file that exists, else the shipped probe of that name, else the path as given."""
+    path = Path(value)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    shipped = Path(__file__).with_name(_SHIPPED) / f"{path.name}.json"
+    return shipped if shipped.is_file() else path
+
+
 def step_prompts(
     question: str, steps: Sequence[str], system: str | None, delimiter: str
 ) -> list[Prompt]:
@@ -179,7 +198,10 @@ class ProbeOptions(BaseModel):
         default="target",
         description="the model whose hidden states the probe reads: a role or an inline config",
     )
-    artifact: str = Field(description="the probe's JSON file (written by specs rewards train)")
+    artifact: str = Field(
+        description="the probe's JSON file (written by specs rewards train), or the name of a "
+        "probe shipped with the package"
+    )
     system: str | None = Field(
         default=DEFAULT_SYSTEM_PROMPT, description="system message the steps are read under"
     )
